@@ -1,6 +1,9 @@
 """asynca3c: asynchronous advantage actor-critic on asyncio, torch and a Cython kernel."""
 
+from asynca3c.config import Config, ConfigError
+from asynca3c.envs import EnvError
 from asynca3c.returns import NStepKernel, nstep_returns
+from asynca3c.trainer import TrainResult, Trainer, train
 
-__all__ = ["NStepKernel", "nstep_returns"]
+__all__ = ["Config", "ConfigError", "EnvError", "NStepKernel", "TrainResult", "Trainer", "nstep_returns", "train"]
 __version__ = "0.1.0"

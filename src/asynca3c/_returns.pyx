@@ -50,10 +50,10 @@ def as_flag_array(x, str name):
     a = np.asarray(x)
     if a.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array, got shape {a.shape}")
-    if a.dtype != np.bool_:
+    if a.dtype != np.bool_ and a.size:  # an empty list arrives as float64; nothing to cast
         if a.dtype.kind not in "iu":
             raise TypeError(f"{name} must be bool (or integers 0/1), got dtype {a.dtype}")
-        if a.size and (a.min() < 0 or a.max() > 1):
+        if (a.min() < 0 or a.max() > 1):
             raise ValueError(f"{name} must hold only 0 or 1, got values in [{a.min()}, {a.max()}]")
     return np.ascontiguousarray(a, dtype=np.bool_)
 
@@ -79,7 +79,8 @@ cdef inline bint _is_array(object x, int typenum, Py_ssize_t length):
         return False
     cdef cnp.ndarray a = <cnp.ndarray>x
     return (cnp.PyArray_NDIM(a) == 1 and cnp.PyArray_TYPE(a) == typenum
-            and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_DIMS(a)[0] == length)
+            and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISNOTSWAPPED(a)
+            and cnp.PyArray_DIMS(a)[0] == length)
 
 
 cdef cnp.ndarray _checked(object x, int typenum, Py_ssize_t length, str name):

@@ -48,7 +48,7 @@ def _trajectory_arrays(rewards, terminated, truncated):
         )
     bad = np.flatnonzero(~np.isfinite(r))
     if bad.size:
-        raise ValueError(f"rewards must be finite, got {r[bad[0]]!r} at index {bad[0]}")
+        raise ValueError(f"rewards must be finite, got {float(r[bad[0]])!r} at index {bad[0]}")
     return r, te, tr
 
 

@@ -1,0 +1,3 @@
+from asynca3c.bench_returns import main
+
+raise SystemExit(main())

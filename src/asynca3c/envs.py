@@ -1,0 +1,109 @@
+"""Environment creation and checks: vector envs in NEXT_STEP autoreset mode.
+
+Everything about gymnasium that the rest of the package needs lives here: which
+spaces are supported, how observations become float32 rows, and how a vector
+of environments is made (the env's own numpy-vectorized version when it has
+one, gymnasium's SyncVectorEnv otherwise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+
+
+class EnvError(ValueError):
+    """An environment id, its arguments or its spaces are not usable; the message says why."""
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What the network and the agents need to know about an environment."""
+
+    env_id: str
+    obs_dim: int
+    n_actions: int
+    obs_kind: str  # "box" or "discrete"
+    reward_threshold: float | None
+    max_episode_steps: int | None
+
+
+def _make_single(env_id: str, env_kwargs: dict) -> gym.Env:
+    try:
+        return gym.make(env_id, **env_kwargs)
+    except gym.error.Error as e:
+        raise EnvError(f"unknown environment id {env_id!r}: {e}") from None
+    except TypeError as e:
+        raise EnvError(f"bad keyword arguments {env_kwargs!r} for {env_id!r}: {e}") from None
+
+
+def inspect_env(env_id: str, env_kwargs: dict | None = None) -> EnvSpec:
+    """Make one env to read its spaces; refuse what asynca3c cannot train on."""
+    env = _make_single(env_id, dict(env_kwargs or {}))
+    try:
+        obs_space, act_space = env.observation_space, env.action_space
+        spec = env.spec
+    finally:
+        env.close()
+    if isinstance(obs_space, gym.spaces.Box):
+        obs_dim, obs_kind = int(np.prod(obs_space.shape)), "box"
+    elif isinstance(obs_space, gym.spaces.Discrete):
+        obs_dim, obs_kind = int(obs_space.n), "discrete"
+    else:
+        raise EnvError(
+            f"{env_id!r} has observation space {obs_space}; asynca3c supports Box and Discrete"
+        )
+    if not isinstance(act_space, gym.spaces.Discrete):
+        raise EnvError(f"{env_id!r} has action space {act_space}; asynca3c supports Discrete")
+    if act_space.start != 0:
+        raise EnvError(f"{env_id!r} has a Discrete action space starting at {act_space.start}; "
+                       "asynca3c supports Discrete spaces starting at 0")
+    return EnvSpec(
+        env_id=env_id,
+        obs_dim=obs_dim,
+        n_actions=int(act_space.n),
+        obs_kind=obs_kind,
+        reward_threshold=None if spec is None else spec.reward_threshold,
+        max_episode_steps=None if spec is None else spec.max_episode_steps,
+    )
+
+
+def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict | None = None) -> gym.vector.VectorEnv:
+    """A vector of ``num_envs`` environments that autoresets on the next step."""
+    kwargs = dict(env_kwargs or {})
+    try:
+        envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+    except gym.error.Error:
+        envs = None
+    except TypeError as e:
+        raise EnvError(f"bad keyword arguments {kwargs!r} for {env_id!r}: {e}") from None
+    if envs is None or envs.metadata.get("autoreset_mode") != AutoresetMode.NEXT_STEP:
+        if envs is not None:
+            envs.close()
+        try:
+            envs = gym.make_vec(
+                env_id, num_envs=num_envs, vectorization_mode="sync",
+                vector_kwargs={"autoreset_mode": AutoresetMode.NEXT_STEP}, **kwargs,
+            )
+        except gym.error.Error as e:
+            raise EnvError(f"unknown environment id {env_id!r}: {e}") from None
+        except TypeError as e:
+            raise EnvError(f"bad keyword arguments {kwargs!r} for {env_id!r}: {e}") from None
+    return envs
+
+
+class ObsEncoder:
+    """Turns a vector env's observations into float32 rows of width obs_dim."""
+
+    def __init__(self, spec: EnvSpec):
+        self.spec = spec
+        self._eye = np.eye(spec.obs_dim, dtype=np.float32) if spec.obs_kind == "discrete" else None
+
+    def __call__(self, obs) -> np.ndarray:
+        if self._eye is not None:
+            return self._eye[np.asarray(obs, dtype=np.int64)]
+        obs = np.asarray(obs, dtype=np.float32)
+        return obs.reshape(len(obs), self.spec.obs_dim)

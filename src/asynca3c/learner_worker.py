@@ -1,0 +1,84 @@
+"""The learner's worker process: ``python -m asynca3c.learner_worker``.
+
+Reads requests from stdin and answers each, in order, on stdout. A frame is an
+8-byte little-endian length and a pickle; the parent (``learner_pool``) is the
+only peer, and it sends only what it pickled itself. Anything the worker would
+print goes to stderr so the protocol stream stays clean.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import sys
+import traceback
+
+HEADER = struct.Struct("<Q")
+
+
+def write_frame(stream, obj) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(HEADER.pack(len(data)))
+    stream.write(data)
+    stream.flush()
+
+
+def read_frame(stream):
+    """The next object, or None at end of input."""
+    head = stream.read(HEADER.size)
+    if len(head) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack(head)
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    return pickle.loads(data)
+
+
+def serve(inp, out) -> None:
+    """Answer requests until 'close' or end of input. Requests are (op, arg)."""
+    from asynca3c.learner_pool import build_learner
+
+    learner = None
+    while True:
+        request = read_frame(inp)
+        if request is None or request[0] == "close":
+            return
+        op, arg = request
+        try:
+            if op == "init":
+                learner = build_learner(*arg)
+                reply = learner.version
+            elif op == "step":
+                stats, weights = learner.step(arg)
+                reply = (stats, [w.numpy() for w in weights])
+            elif op == "state":
+                reply = learner.state()
+            elif op == "load":
+                reply = learner.load(arg)
+            else:
+                raise ValueError(f"unknown learner request {op!r}")
+        except Exception as exc:  # the parent re-raises it where it awaited the request
+            write_frame(out, ("error", _portable(exc), traceback.format_exc()))
+            continue
+        write_frame(out, ("ok", reply))
+
+
+def _portable(exc: Exception) -> Exception:
+    """The exception itself when it survives pickling, else a RuntimeError with its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def main() -> None:
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    sys.stdout = sys.stderr  # stray prints must not corrupt the frames
+    serve(sys.stdin.buffer, out)
+
+
+if __name__ == "__main__":
+    main()
