@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -114,7 +115,7 @@ class Trainer:
         try:
             await learner.start()  # outside the clock: a worker process imports torch
             agents = self._make_agents(predictor, queue, progress)
-            progress.start = _now()
+            progress.start = time.perf_counter()
             async with asyncio.TaskGroup() as tg:
                 predictor_task = tg.create_task(predictor.run(), name="asynca3c-predictor")
                 agent_tasks = [tg.create_task(a.run(), name=f"asynca3c-agent-{i}") for i, a in enumerate(agents)]
@@ -229,12 +230,6 @@ class Trainer:
         torch.save({"model": state["model"], "obs_dim": self.spec.obs_dim, "n_actions": self.spec.n_actions,
                     "hidden": list(self.config.hidden), "env": self.config.env}, d / "model.pt")
         (d / "summary.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-
-
-def _now() -> float:
-    import time
-
-    return time.perf_counter()
 
 
 def run_on_uvloop(coro):
