@@ -51,9 +51,8 @@ class Learner:
     def state(self) -> dict:
         """Model and optimizer state plus the version, as CPU tensors (safe to save)."""
         with self.lock:
-            model = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-            optim = _to_cpu(self.optimizer.state_dict())
-            return {"model": model, "optimizer": optim, "version": self.version}
+            return {"model": _to_cpu(self.model.state_dict()), "optimizer": _to_cpu(self.optimizer.state_dict()),
+                    "version": self.version}
 
     def load(self, state: dict) -> None:
         with self.lock:
@@ -87,6 +86,7 @@ class Learner:
 
 
 def _to_cpu(obj):
+    """A copy of a (nested) state dict with every tensor cloned to the CPU."""
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu().clone()
     if isinstance(obj, dict):

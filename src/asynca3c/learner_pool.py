@@ -29,7 +29,7 @@ import torch
 
 from asynca3c.config import Config
 from asynca3c.learner import Learner, StepStats
-from asynca3c.learner_worker import HEADER
+from asynca3c.learner_worker import HEADER, encode_frame
 from asynca3c.model import ActorCritic
 from asynca3c.samples import SampleBatch
 
@@ -98,8 +98,7 @@ class ProcessLearner:
             raise LearnerError(str(self._dead))
         fut = asyncio.get_running_loop().create_future()
         self._pending.append(fut)
-        data = pickle.dumps((op, arg), protocol=pickle.HIGHEST_PROTOCOL)
-        self._proc.stdin.write(HEADER.pack(len(data)) + data)
+        self._proc.stdin.write(encode_frame((op, arg)))
         await self._proc.stdin.drain()
         return await fut
 
@@ -135,8 +134,7 @@ class ProcessLearner:
         try:
             if proc.returncode is None:
                 try:
-                    data = pickle.dumps(("close", None))
-                    proc.stdin.write(HEADER.pack(len(data)) + data)
+                    proc.stdin.write(encode_frame(("close", None)))
                     proc.stdin.close()
                 except (ConnectionError, RuntimeError):
                     pass

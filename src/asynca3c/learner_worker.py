@@ -17,10 +17,14 @@ import traceback
 HEADER = struct.Struct("<Q")
 
 
-def write_frame(stream, obj) -> None:
+def encode_frame(obj) -> bytes:
+    """One frame: the pickle's length, then the pickle."""
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(HEADER.pack(len(data)))
-    stream.write(data)
+    return HEADER.pack(len(data)) + data
+
+
+def write_frame(stream, obj) -> None:
+    stream.write(encode_frame(obj))
     stream.flush()
 
 

@@ -4,6 +4,7 @@ the learner's executor, publish the new weights to the predictor."""
 from __future__ import annotations
 
 import asyncio
+
 from asynca3c.learner_pool import ProcessLearner, ThreadLearner
 from asynca3c.predictor import Predictor
 from asynca3c.progress import Progress
