@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from asynca3c.config import Config
 from asynca3c.cli import build_parser
+from asynca3c.config import Config
 
 CLI = [sys.executable, "-m", "asynca3c.cli"]
 SUMMARY_KEYS = {"env", "seed", "seconds", "env_steps", "steps_per_second", "episodes", "updates", "solved",

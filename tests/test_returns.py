@@ -732,7 +732,7 @@ def test_push_releases_the_gil():
     ratios = []
     for _ in range(3):
         k = NStepKernel(E, 1, 0.99)
-        gap, total = _max_gap_while(lambda: k.push(r, te, tr))
+        gap, total = _max_gap_while(lambda k=k: k.push(r, te, tr))
         ratios.append(gap / total)
         if gap < 0.5 * total:
             break

@@ -172,9 +172,10 @@ def test_cancelling_mid_run_leaves_no_task_thread_or_process(loop_factory):
 
 def test_request_stop_ends_the_run_gracefully():
     async def main():
-        trainer = Trainer(Config(**SMALL, seconds=0))
-        asyncio.get_running_loop().call_later(3.0, trainer.request_stop)
-        return await trainer.run()
+        async with Trainer(Config(**SMALL, seconds=0)) as trainer:
+            await asyncio.sleep(2.0)
+            trainer.request_stop()
+            return await trainer.wait()
 
     result = asyncio.run(main())
     assert result.stop_reason == "requested"

@@ -170,6 +170,7 @@ def _print_summary(s: dict, run_dir: Path) -> None:
           f"{_fmt(s['reward_threshold'])}): {solved}")
     print(f"evaluation: {_fmt(s['eval_mean_return'])} +- {_fmt(s['eval_std_return'])} over "
           f"{s['eval_episodes']} fresh episodes; mean policy lag {_fmt(s['policy_lag_mean'], '.2f')} updates")
+    print(f"event-loop lag: p99 {_fmt(s['loop_lag_p99_ms'], '.2f')} ms, max {_fmt(s['loop_lag_max_ms'], '.1f')} ms")
     print(f"wrote {run_dir}/config.json, model.pt, summary.json, progress.csv")
 
 

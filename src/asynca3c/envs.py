@@ -8,6 +8,7 @@ one, gymnasium's SyncVectorEnv otherwise).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -44,10 +45,22 @@ def inspect_env(env_id: str, env_kwargs: dict | None = None) -> EnvSpec:
     """Make one env to read its spaces; refuse what asynca3c cannot train on."""
     env = _make_single(env_id, dict(env_kwargs or {}))
     try:
-        obs_space, act_space = env.observation_space, env.action_space
-        spec = env.spec
+        return describe_env(env, env_id)
     finally:
         env.close()
+
+
+def is_async_env(env) -> bool:
+    """True for an environment whose ``reset`` and ``step`` are coroutines (driven by AsyncEnvAgents)."""
+    return inspect.iscoroutinefunction(getattr(env, "step", None)) and \
+        inspect.iscoroutinefunction(getattr(env, "reset", None))
+
+
+def describe_env(env, env_id: str) -> EnvSpec:
+    """The EnvSpec of an env instance (gymnasium or async); EnvError for unsupported spaces."""
+    obs_space = getattr(env, "observation_space", None)
+    act_space = getattr(env, "action_space", None)
+    spec = getattr(env, "spec", None)
     if isinstance(obs_space, gym.spaces.Box):
         obs_dim, obs_kind = int(np.prod(obs_space.shape)), "box"
     elif isinstance(obs_space, gym.spaces.Discrete):
@@ -66,8 +79,8 @@ def inspect_env(env_id: str, env_kwargs: dict | None = None) -> EnvSpec:
         obs_dim=obs_dim,
         n_actions=int(act_space.n),
         obs_kind=obs_kind,
-        reward_threshold=None if spec is None else spec.reward_threshold,
-        max_episode_steps=None if spec is None else spec.max_episode_steps,
+        reward_threshold=getattr(spec, "reward_threshold", None),
+        max_episode_steps=getattr(spec, "max_episode_steps", None),
     )
 
 

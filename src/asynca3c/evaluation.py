@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,12 +41,27 @@ def evaluate(model: ActorCritic, env_id: str, episodes: int = 100, *, env_kwargs
 
     Actions are sampled from the policy (``deterministic``: its most likely action).
     """
+    returns: list[float] = []
+    for _ in _play(model, env_id, episodes, env_kwargs, seed, deterministic, chunk, returns):
+        pass
+    return EvalResult(returns)
+
+
+async def evaluate_async(model: ActorCritic, env_id: str, episodes: int = 100, *, env_kwargs: dict | None = None,
+                         seed: int = 0, deterministic: bool = False, chunk: int = 128) -> EvalResult:
+    """``evaluate`` on the running loop, yielding to it after every step."""
+    returns: list[float] = []
+    for _ in _play(model, env_id, episodes, env_kwargs, seed, deterministic, chunk, returns):
+        await asyncio.sleep(0)
+    return EvalResult(returns)
+
+
+def _play(model, env_id, episodes, env_kwargs, seed, deterministic, chunk, returns: list[float]) -> Iterator[None]:
+    """Plays the episodes, appending their returns; yields after every vector step."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    spec = inspect_env(env_id, env_kwargs)
-    encode = ObsEncoder(spec)
+    encode = ObsEncoder(inspect_env(env_id, env_kwargs))
     rng = np.random.default_rng(seed)
-    returns: list[float] = []
     for first in range(0, episodes, chunk):
         k = min(chunk, episodes - first)
         envs = make_vector_env(env_id, k, env_kwargs)
@@ -61,7 +78,7 @@ def evaluate(model: ActorCritic, env_id: str, episodes: int = 100, *, env_kwargs
                 raw, rew, term, trunc, _ = envs.step(actions)
                 ep_ret += np.where(running, rew, 0.0)
                 running &= ~(term | trunc)
+                yield
             returns.extend(ep_ret.tolist())
         finally:
             envs.close()
-    return EvalResult(returns)

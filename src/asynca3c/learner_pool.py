@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from asynca3c.config import Config
+from asynca3c.frames import HEADER, encode_frame
 from asynca3c.learner import Learner, StepStats
-from asynca3c.learner_worker import HEADER, encode_frame
 from asynca3c.model import ActorCritic
 from asynca3c.samples import SampleBatch
 

@@ -1,8 +1,8 @@
 """The learner's worker process: ``python -m asynca3c.learner_worker``.
 
-Reads requests from stdin and answers each, in order, on stdout. A frame is an
-8-byte little-endian length and a pickle; the parent (``learner_pool``) is the
-only peer, and it sends only what it pickled itself. Anything the worker would
+Reads requests from stdin and answers each, in order, on stdout, as frames
+(``asynca3c.frames``); the parent (``learner_pool``) is the only peer, and it
+sends only what it pickled itself. Anything the worker would
 print goes to stderr so the protocol stream stays clean.
 """
 
@@ -10,34 +10,10 @@ from __future__ import annotations
 
 import os
 import pickle
-import struct
 import sys
 import traceback
 
-HEADER = struct.Struct("<Q")
-
-
-def encode_frame(obj) -> bytes:
-    """One frame: the pickle's length, then the pickle."""
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return HEADER.pack(len(data)) + data
-
-
-def write_frame(stream, obj) -> None:
-    stream.write(encode_frame(obj))
-    stream.flush()
-
-
-def read_frame(stream):
-    """The next object, or None at end of input."""
-    head = stream.read(HEADER.size)
-    if len(head) < HEADER.size:
-        return None
-    (size,) = HEADER.unpack(head)
-    data = stream.read(size)
-    if len(data) < size:
-        return None
-    return pickle.loads(data)
+from asynca3c.frames import read_frame, write_frame
 
 
 def serve(inp, out) -> None:

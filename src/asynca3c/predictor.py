@@ -18,13 +18,24 @@ from asynca3c.model import ActorCritic
 class Predictor:
     """Holds the acting copy of the network (CPU) and answers ``infer`` requests."""
 
-    def __init__(self, model: ActorCritic):
+    def __init__(self, model: ActorCritic, seed: int = 0):
         self.model = model.eval()
         self.version = 0
-        self._pending: list[tuple[np.ndarray, asyncio.Future]] = []
+        # (observation rows, future, epsilon): epsilon None asks for probabilities, a number for one action
+        self._pending: list[tuple[np.ndarray, asyncio.Future, float | None]] = []
+        self._rng = np.random.default_rng(seed)
         self._wake = asyncio.Event()
         self.forward_passes = 0
         self.rows = 0
+        self._failed: BaseException | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        """Answer every waiting and every later request with ``exc`` (the run ended or broke)."""
+        self._failed = exc
+        pending, self._pending = self._pending, []
+        for _, fut, _ in pending:
+            if not fut.done():
+                fut.set_exception(exc)
 
     def set_weights(self, weights: list[torch.Tensor | np.ndarray], version: int) -> None:
         """Adopt a finished snapshot; older snapshots arriving late are ignored."""
@@ -37,8 +48,18 @@ class Predictor:
 
     async def infer(self, obs: np.ndarray) -> tuple[np.ndarray, int]:
         """Action probabilities [len(obs), n_actions] and the policy version that gave them."""
+        return await self._request(obs, None)
+
+    async def choose(self, row: np.ndarray, epsilon: float) -> tuple[int, float, int]:
+        """One action for one observation row [1, obs_dim], drawn in the batch (cheaper than
+        sampling per caller): (action, its probability with epsilon, policy version)."""
+        return await self._request(row, epsilon)
+
+    async def _request(self, obs: np.ndarray, epsilon: float | None):
+        if self._failed is not None:
+            raise self._failed
         fut = asyncio.get_running_loop().create_future()
-        self._pending.append((obs, fut))
+        self._pending.append((obs, fut, epsilon))
         self._wake.set()
         return await fut
 
@@ -54,26 +75,50 @@ class Predictor:
                     await asyncio.sleep(0)
                 self._wake.clear()
                 batch, self._pending = self._pending, []
-                self._answer([(o, f) for o, f in batch if not f.done()])
+                self._answer([r for r in batch if not r[1].done()])
         finally:
-            for _, fut in self._pending:
+            for _, fut, _ in self._pending:
                 fut.cancel()
 
-    def _answer(self, batch: list[tuple[np.ndarray, asyncio.Future]]) -> None:
+    def _answer(self, batch: list[tuple[np.ndarray, asyncio.Future, float | None]]) -> None:
         if not batch:
             return
         try:
-            obs = np.concatenate([o for o, _ in batch]) if len(batch) > 1 else batch[0][0]
+            obs = np.concatenate([r[0] for r in batch]) if len(batch) > 1 else batch[0][0]
             with torch.inference_mode():
                 logits, _ = self.model(torch.from_numpy(obs))
                 probs = torch.softmax(logits, dim=-1).numpy()
         except Exception as exc:
-            for _, fut in batch:
+            for _, fut, _ in batch:
                 fut.set_exception(exc)
             raise
         self.forward_passes += 1
         self.rows += len(obs)
-        i = 0
-        for o, fut in batch:
-            fut.set_result((probs[i:i + len(o)], self.version))
-            i += len(o)
+        rows = np.fromiter((len(r[0]) for r in batch), np.int64, len(batch))
+        offsets = np.cumsum(rows) - rows
+        chooser = np.fromiter((r[2] is not None for r in batch), bool, len(batch))
+        if chooser.any():
+            idx = offsets[chooser]
+            eps = np.fromiter((r[2] for r in batch if r[2] is not None), np.float64, len(idx))
+            actions, prob = choose_actions(probs[idx], eps, self._rng)
+            choices = iter(zip(actions.tolist(), prob.tolist(), strict=True))
+        version = self.version
+        for (o, fut, epsilon), i in zip(batch, offsets.tolist(), strict=True):
+            if epsilon is None:
+                fut.set_result((probs[i:i + len(o)], version))
+            else:
+                action, p = next(choices)
+                fut.set_result((action, p, version))
+
+
+def choose_actions(probs: np.ndarray, epsilon: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """An action per row of ``probs``: sampled, or uniform with probability ``epsilon`` (per row);
+    also each action's probability under that mixture (the behaviour policy)."""
+    n, k = probs.shape
+    cdf = probs.cumsum(axis=1)
+    actions = np.minimum((cdf < rng.random((n, 1)) * cdf[:, -1:]).sum(axis=1), k - 1)
+    explore = rng.random(n) < epsilon
+    if explore.any():
+        actions[explore] = rng.integers(0, k, int(explore.sum()))
+    prob = (1 - epsilon) * probs[np.arange(n), actions] + epsilon / k
+    return actions, prob

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import csv
 import json
@@ -10,8 +11,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,10 +19,12 @@ import numpy as np
 import torch
 
 from asynca3c.agent import Agent, EpsilonSchedule
+from asynca3c.async_agents import AsyncEnvAgents, AsyncEnvs, evaluate_async_envs
 from asynca3c.config import Config, ConfigError
-from asynca3c.envs import EnvSpec, ObsEncoder, inspect_env, make_vector_env
-from asynca3c.evaluation import evaluate
+from asynca3c.envs import EnvError, EnvSpec, ObsEncoder, describe_env, inspect_env, is_async_env, make_vector_env
+from asynca3c.evaluation import EvalResult, evaluate_async
 from asynca3c.learner_pool import make_learner
+from asynca3c.looplag import LoopLag
 from asynca3c.model import ActorCritic
 from asynca3c.optimizer import STOP, optimizer_task
 from asynca3c.predictor import Predictor
@@ -52,6 +54,8 @@ class TrainResult:
     eval_std_return: float
     eval_episodes: int
     policy_lag_mean: float
+    loop_lag_p99_ms: float
+    loop_lag_max_ms: float
     stop_reason: str
     config: dict = field(repr=False)
 
@@ -67,30 +71,133 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class Trainer:
-    """A3C training on the running event loop.
+class TrainerClosed(RuntimeError):
+    """The trainer is not running: not started yet, or already closed."""
 
-    ``await Trainer(config).run()`` trains until the budget in ``config`` is
-    spent (or it is solved, with ``until_solved``) and returns a TrainResult.
-    ``request_stop()`` ends it early and gracefully.
+
+class Trainer:
+    """A3C training on the running event loop (asyncio or uvloop: whichever the host runs).
+
+    Embedded::
+
+        async with Trainer(config) as trainer:   # tasks start on the running loop
+            action = await trainer.act(obs)       # the live policy, batched with the agents
+            async for row in trainer.metrics(): ...
+            result = await trainer.stop()         # graceful: agents stop, queue drains, last update lands
+
+    or in one call: ``await Trainer(config).run(seconds=30)``. Like a TaskGroup,
+    a failure in any agent or optimizer cancels the body of the ``async with``
+    and is raised from it (and from ``act``, ``metrics``, ``wait`` and ``stop``
+    at once). After training ends (budget, solved, stop) ``act`` keeps answering
+    with the final policy until the block is left.
     """
 
     def __init__(self, config: Config, *, run_dir: str | os.PathLike | None = None,
-                 on_progress: Callable[[dict], None] | None = None):
+                 on_progress: Callable[[dict], None] | None = None,
+                 env_factory: Callable[[], object] | None = None):
+        """``env_factory``: makes one environment whose ``reset``/``step`` are coroutines (see
+        ``asynca3c.async_agents``); ``config.env`` then only names the run."""
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.on_progress = on_progress
-        self.spec: EnvSpec = inspect_env(config.env, config.env_kwargs)
-        threshold = config.reward_threshold
-        self.threshold = self.spec.reward_threshold if math.isnan(threshold) else threshold
-        if config.until_solved and self.threshold is None:
-            raise ConfigError(f"until_solved needs a reward threshold: {config.env!r} has none in its "
-                              "spec; set reward_threshold")
+        self.env_factory = env_factory
+        self.spec: EnvSpec | None = None if env_factory else inspect_env(config.env, config.env_kwargs)
+        self._encode = ObsEncoder(self.spec) if self.spec else None
         self.device = resolve_device(config.device)
         self._stop = asyncio.Event()
         self._stop_reason = "budget"
         self.model: ActorCritic | None = None  # the acting copy, once running
         self.learner = None  # ProcessLearner or ThreadLearner, once running
+        self.loop_lag = LoopLag()
+        self._predictor: Predictor | None = None
+        self._agents: list[Agent] = []
+        self._tasks: list[asyncio.Task] = []  # predictor and lag watcher: live until closed
+        self._main: asyncio.Task | None = None
+        self._closed = False
+        self._subscribers: list[asyncio.Queue] = []
+        self._host: asyncio.Task | None = None
+        self._host_waiting = 0  # the host is awaiting one of our calls: errors reach it there
+        self._host_cancelled = False
+
+    @property
+    def threshold(self) -> float | None:
+        t = self.config.reward_threshold
+        if not math.isnan(t):
+            return t
+        return None if self.spec is None else self.spec.reward_threshold
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Trainer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        main = self._main
+        self._host_waiting += 1  # from here on errors surface below, not as a cancel
+        try:
+            if main is not None and not main.done():
+                if exc is None:
+                    self.request_stop("exit")
+                else:
+                    main.cancel()
+            if main is not None:
+                await asyncio.wait([main])
+        finally:
+            await self.aclose()
+        error = None if main is None or main.cancelled() else main.exception()
+        if self._host_cancelled and self._host is not None:
+            self._host_cancelled = False
+            if self._host.uncancel() == 0 and isinstance(exc, asyncio.CancelledError):
+                raise error from None  # we cancelled the body to surface this error
+        if error is not None and exc is None:
+            raise error
+        return False
+
+    async def start(self) -> None:
+        """Start the learner, agents, optimizers and predictor on the running loop."""
+        if self._main is not None or self._closed:
+            raise RuntimeError("this Trainer was already started; a Trainer runs once, make a new one")
+        cfg = self.config
+        if self.env_factory is not None:
+            await self._inspect_factory()
+        if cfg.until_solved and self.threshold is None:
+            raise ConfigError(f"until_solved needs a reward threshold: {cfg.env!r} has none in its "
+                              "spec; set reward_threshold")
+        loop = asyncio.get_running_loop()
+        self._host = asyncio.current_task()
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        torch.manual_seed(cfg.seed)
+        model = ActorCritic(self.spec.obs_dim, self.spec.n_actions, cfg.hidden)
+        self._predictor = Predictor(copy.deepcopy(model), seed=cfg.seed + 7)
+        self.model = self._predictor.model
+        self.learner = make_learner(model, cfg, self.device)
+        queue: asyncio.Queue = asyncio.Queue(cfg.queue_size)
+        progress = Progress(cfg.solve_window, self.threshold,
+                            on_solved=(lambda: self.request_stop("solved")) if cfg.until_solved else None)
+        try:
+            await self.learner.start()  # outside the clock: a worker process imports torch
+            self._agents = self._make_agents(self._predictor, queue, progress)
+        except BaseException:
+            await self.aclose()
+            raise
+        self._tasks = [loop.create_task(self._predictor.run(), name="asynca3c-predictor"),
+                       loop.create_task(self.loop_lag.watch(), name="asynca3c-loop-lag")]
+        self._progress, self._queue = progress, queue
+        self._main = loop.create_task(self._train(queue, progress), name="asynca3c-trainer")
+        self._main.add_done_callback(self._on_main_done)
+
+    async def _inspect_factory(self) -> None:
+        probe = self.env_factory()
+        try:
+            if not is_async_env(probe):
+                raise EnvError(f"env_factory made {type(probe).__name__}, whose reset and step are not "
+                               "coroutines; pass gymnasium environments by id (Config.env) instead")
+            self.spec = describe_env(probe, self.config.env)
+        finally:
+            await AsyncEnvs([probe]).aclose()
+        self._encode = ObsEncoder(self.spec)
 
     def request_stop(self, reason: str = "requested") -> None:
         """Ask the run to end: agents stop, the queue drains, the last update lands."""
@@ -98,33 +205,162 @@ class Trainer:
             self._stop_reason = reason
             self._stop.set()
 
-    async def run(self) -> TrainResult:
-        cfg = self.config
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
-        torch.manual_seed(cfg.seed)
-        model = ActorCritic(self.spec.obs_dim, self.spec.n_actions, cfg.hidden)
-        predictor = Predictor(copy.deepcopy(model))
-        self.model = predictor.model
-        learner = self.learner = make_learner(model, cfg, self.device)
-        queue: asyncio.Queue = asyncio.Queue(cfg.queue_size)
-        progress = Progress(cfg.solve_window, self.threshold,
-                            on_solved=(lambda: self.request_stop("solved")) if cfg.until_solved else None)
-        agents: list[Agent] = []
-        helper = ThreadPoolExecutor(1, thread_name_prefix="asynca3c-eval")
+    async def stop(self) -> TrainResult:
+        """End training gracefully and return its result (the same result on every call)."""
+        self.request_stop()
+        return await self.wait()
+
+    async def wait(self) -> TrainResult:
+        """Until training ends (budget, solved, ``stop``); its result, or the error that ended it."""
+        if self._main is None:
+            raise TrainerClosed("the trainer was not started: use 'async with Trainer(...)' or run()")
+        async with self._host_call():
+            return await asyncio.shield(self._main)
+
+    async def run(self, *, seconds: float | None = None, steps: int | None = None,
+                  until_solved: bool | None = None) -> TrainResult:
+        """Start, train until the budget is spent (or solved), finish, close; the result.
+
+        ``seconds``/``steps`` replace the config's budget (the one not given
+        becomes unlimited); ``until_solved`` replaces the config's flag.
+        """
+        changes = {}
+        if seconds is not None or steps is not None:
+            changes.update(seconds=seconds or 0.0, steps=steps or 0)
+        if until_solved is not None:
+            changes["until_solved"] = until_solved
+        if changes:
+            self.config = self.config.replace(**changes)
+        async with self:
+            return await self.wait()
+
+    async def aclose(self) -> None:
+        """Stop everything now (no graceful drain) and release the worker, executors and envs."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._main is not None and not self._main.done():
+            self._main.cancel()
+            await asyncio.wait([self._main])
+        if self._predictor is not None:
+            self._predictor.fail(TrainerClosed("the trainer is closed"))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._publish(_END)
         try:
-            await learner.start()  # outside the clock: a worker process imports torch
-            agents = self._make_agents(predictor, queue, progress)
-            progress.start = time.perf_counter()
+            if self.learner is not None:
+                await self.learner.aclose()
+        finally:
+            for agent in self._agents:
+                if isinstance(agent.envs, AsyncEnvs):
+                    await agent.envs.aclose()
+                else:
+                    agent.envs.close()
+
+    def _on_main_done(self, task: asyncio.Task) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        if self._predictor is not None:
+            self._predictor.fail(error)
+        self._publish(error)
+        host = self._host
+        if host is not None and not host.done() and not self._host_waiting and not self._closed:
+            self._host_cancelled = True  # like a TaskGroup: the body stops, __aexit__ raises the error
+            host.cancel()
+
+    @contextlib.asynccontextmanager
+    async def _host_call(self):
+        """Marks the host as awaiting us, so a failure reaches it as the call's error, not a cancel."""
+        mine = asyncio.current_task() is self._host
+        self._host_waiting += mine
+        try:
+            yield
+        finally:
+            self._host_waiting -= mine
+
+    # --- what a host calls while it trains -------------------------------------------------------
+
+    async def act(self, obs, *, deterministic: bool = False) -> int:
+        """An action for one observation from the live policy (batched with the agents' requests)."""
+        if self._predictor is None or self._closed:
+            raise TrainerClosed("the trainer is not running: act() works inside 'async with Trainer(...)'")
+        row = self._observation_row(obs)
+        async with self._host_call():
+            if deterministic:
+                probs, _ = await self._predictor.infer(row)
+                return int(probs[0].argmax())
+            action, _, _ = await self._predictor.choose(row, 0.0)
+        return action
+
+    async def metrics(self) -> AsyncIterator[dict]:
+        """Progress rows every ``log_interval`` seconds until training ends (the last one final)."""
+        if self._main is None:
+            raise TrainerClosed("the trainer was not started: use 'async with Trainer(...)'")
+        if self._main.done():
+            if not self._main.cancelled() and self._main.exception() is not None:
+                raise self._main.exception()
+            return
+        inbox: asyncio.Queue = asyncio.Queue(maxsize=1000)
+        self._subscribers.append(inbox)
+        try:
+            while True:
+                async with self._host_call():
+                    item = await inbox.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._subscribers.remove(inbox)
+
+    def snapshot(self) -> dict:
+        """The current progress row (what ``metrics`` yields), at any moment after ``start``."""
+        if self._main is None:
+            raise TrainerClosed("the trainer was not started: use 'async with Trainer(...)'")
+        return self._row(self._progress, self._queue)
+
+    def _row(self, progress: Progress, queue: asyncio.Queue) -> dict:
+        row = progress.snapshot()
+        row.update(queue_depth=queue.qsize(), loop_lag_p99_ms=self.loop_lag.p99_ms(),
+                   loop_lag_max_ms=self.loop_lag.max_ms)
+        return row
+
+    def _observation_row(self, obs) -> np.ndarray:
+        spec = self.spec
+        if spec.obs_kind == "discrete":
+            if not (isinstance(obs, (int, np.integer)) and 0 <= obs < spec.obs_dim):
+                raise ValueError(f"observation {obs!r} is not allowed: {spec.env_id} expects an integer "
+                                 f"in [0, {spec.obs_dim})")
+            return self._encode(np.array([obs]))
+        arr = np.asarray(obs, dtype=np.float32)
+        if arr.size != spec.obs_dim:
+            raise ValueError(f"observation of shape {arr.shape} is not allowed: {spec.env_id} expects "
+                             f"{spec.obs_dim} numbers")
+        return arr.reshape(1, spec.obs_dim)
+
+    def _publish(self, item) -> None:
+        for inbox in self._subscribers:
+            if inbox.full():
+                inbox.get_nowait()  # a slow reader loses the oldest row, never the end
+            inbox.put_nowait(item)
+
+    # --- the run itself --------------------------------------------------------------------------
+
+    async def _train(self, queue: asyncio.Queue, progress: Progress) -> TrainResult:
+        cfg, agents, predictor, learner = self.config, self._agents, self._predictor, self.learner
+        progress.start = time.perf_counter()
+        try:
             async with asyncio.TaskGroup() as tg:
-                predictor_task = tg.create_task(predictor.run(), name="asynca3c-predictor")
                 agent_tasks = [tg.create_task(a.run(), name=f"asynca3c-agent-{i}") for i, a in enumerate(agents)]
                 opt_tasks = [
                     tg.create_task(optimizer_task(queue, learner, predictor, progress,
                                                   cfg.min_batch, cfg.max_batch), name=f"asynca3c-optimizer-{i}")
                     for i in range(cfg.optimizers)
                 ]
-                monitor = tg.create_task(self._monitor(progress), name="asynca3c-monitor")
+                monitor = tg.create_task(self._monitor(progress, queue), name="asynca3c-monitor")
                 await self._stop.wait()
                 for a in agents:
                     a.stop()
@@ -133,22 +369,22 @@ class Trainer:
                     await queue.put(STOP)
                 await asyncio.gather(*opt_tasks)
                 seconds = progress.elapsed()
-                predictor_task.cancel()
                 monitor.cancel()
-            self._emit(progress)
-            state = await learner.state() if self.run_dir is not None else None
-            final = await asyncio.get_running_loop().run_in_executor(helper, self._final_eval, predictor.model)
         except BaseExceptionGroup as group:
             # One failure (an env that raised, a bad batch) is the error the caller should see.
             errors = [e for e in group.exceptions if not isinstance(e, asyncio.CancelledError)]
             if len(errors) == 1:
                 raise errors[0] from None
             raise
-        finally:
-            await learner.aclose()
-            helper.shutdown(wait=True)
-            for a in agents:
-                a.envs.close()
+        row = self._emit(progress, queue)
+        final = None
+        eval_seed = cfg.seed + 1_000_003
+        if cfg.final_eval_episodes and self.env_factory is not None:
+            final = EvalResult(await evaluate_async_envs(self.env_factory, predictor, self._encode,
+                                                         cfg.final_eval_episodes, eval_seed))
+        elif cfg.final_eval_episodes:  # fresh episodes without epsilon, with the last published weights
+            final = await evaluate_async(predictor.model, cfg.env, cfg.final_eval_episodes,
+                                         env_kwargs=cfg.env_kwargs, seed=eval_seed)
         result = TrainResult(
             env=cfg.env, seed=cfg.seed, device=str(self.device), seconds=seconds,
             env_steps=progress.env_steps, steps_per_second=progress.env_steps / seconds if seconds else 0.0,
@@ -158,33 +394,53 @@ class Trainer:
             eval_mean_return=final.mean if final else math.nan,
             eval_std_return=final.std if final else math.nan,
             eval_episodes=len(final.returns) if final else 0,
-            policy_lag_mean=progress.policy_lag_mean(), stop_reason=self._stop_reason,
-            config=cfg.to_dict(),
+            policy_lag_mean=progress.policy_lag_mean(),
+            loop_lag_p99_ms=row["loop_lag_p99_ms"], loop_lag_max_ms=row["loop_lag_max_ms"],
+            stop_reason=self._stop_reason, config=cfg.to_dict(),
         )
         if self.run_dir is not None:
-            self._write_run_dir(result, state)
+            state = await learner.state()
+            await asyncio.to_thread(self._write_run_dir, result, state)
+        self._publish(_END)
         return result
 
-    def _make_agents(self, predictor: Predictor, queue: asyncio.Queue, progress: Progress) -> list[Agent]:
+    def _make_agents(self, predictor: Predictor, queue: asyncio.Queue, progress: Progress) -> list:
         cfg = self.config
-        encoder = ObsEncoder(self.spec)
         seeds = np.random.SeedSequence(cfg.seed).generate_state(cfg.agents + 1)
+        if self.env_factory is not None:
+            return self._make_async_agents(predictor, queue, progress, seeds)
         agents = []
         for i in range(cfg.agents):
             start, end = cfg.epsilon(i)
             agents.append(Agent(
-                envs=make_vector_env(cfg.env, cfg.envs_per_agent, cfg.env_kwargs), encoder=encoder,
+                envs=make_vector_env(cfg.env, cfg.envs_per_agent, cfg.env_kwargs), encoder=self._encode,
                 policy=predictor, queue=queue, n_step=cfg.n_step, gamma=cfg.gamma,
                 epsilon=EpsilonSchedule(start, end, cfg.epsilon_steps), progress=progress, seed=int(seeds[i])))
         if cfg.eval_envs:
             agents.append(Agent(
-                envs=make_vector_env(cfg.env, cfg.eval_envs, cfg.env_kwargs), encoder=encoder,
+                envs=make_vector_env(cfg.env, cfg.eval_envs, cfg.env_kwargs), encoder=self._encode,
                 policy=predictor, queue=queue if cfg.eval_agent_trains else None, n_step=cfg.n_step,
                 gamma=cfg.gamma, epsilon=EpsilonSchedule(0.0, 0.0, 0), progress=progress,
                 seed=int(seeds[-1]), evaluation=True))
         return agents
 
-    async def _monitor(self, progress: Progress) -> None:
+    def _make_async_agents(self, predictor, queue, progress, seeds) -> list[AsyncEnvAgents]:
+        cfg, make = self.config, self.env_factory
+        groups = []
+        for i in range(cfg.agents):
+            start, end = cfg.epsilon(i)
+            groups.append(AsyncEnvAgents(
+                envs=[make() for _ in range(cfg.envs_per_agent)], encoder=self._encode, policy=predictor,
+                queue=queue, n_step=cfg.n_step, gamma=cfg.gamma,
+                epsilon=EpsilonSchedule(start, end, cfg.epsilon_steps), progress=progress, seed=int(seeds[i])))
+        if cfg.eval_envs:
+            groups.append(AsyncEnvAgents(
+                envs=[make() for _ in range(cfg.eval_envs)], encoder=self._encode, policy=predictor,
+                queue=queue if cfg.eval_agent_trains else None, n_step=cfg.n_step, gamma=cfg.gamma,
+                epsilon=EpsilonSchedule(0.0, 0.0, 0), progress=progress, seed=int(seeds[-1]), evaluation=True))
+        return groups
+
+    async def _monitor(self, progress: Progress, queue: asyncio.Queue) -> None:
         """Enforce the budget and report progress every ``log_interval`` seconds."""
         cfg = self.config
         next_report = cfg.log_interval
@@ -197,14 +453,15 @@ class Trainer:
                 self.request_stop("steps")
             if t >= next_report:
                 next_report += cfg.log_interval
-                self._emit(progress)
+                self._emit(progress, queue)
 
-    def _emit(self, progress: Progress) -> None:
-        row = progress.snapshot()
+    def _emit(self, progress: Progress, queue: asyncio.Queue) -> dict:
+        row = self._row(progress, queue)
         log.info("steps=%d steps/s=%.0f episodes=%d eval=%.1f", row["env_steps"], row["steps_per_second"],
                  row["episodes"], row["eval_return_mean"])
         if self.on_progress is not None:
             self.on_progress(row)
+        self._publish(row)
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             path = self.run_dir / "progress.csv"
@@ -214,14 +471,7 @@ class Trainer:
                 if new:
                     w.writeheader()
                 w.writerow(row)
-
-    def _final_eval(self, acting: ActorCritic):
-        """Fresh episodes without epsilon, with the last published weights."""
-        cfg = self.config
-        if not cfg.final_eval_episodes:
-            return None
-        return evaluate(acting, cfg.env, cfg.final_eval_episodes, env_kwargs=cfg.env_kwargs,
-                        seed=cfg.seed + 1_000_003)
+        return row
 
     def _write_run_dir(self, result: TrainResult, state: dict) -> None:
         d = self.run_dir
@@ -230,6 +480,10 @@ class Trainer:
         torch.save({"model": state["model"], "obs_dim": self.spec.obs_dim, "n_actions": self.spec.n_actions,
                     "hidden": list(self.config.hidden), "env": self.config.env}, d / "model.pt")
         (d / "summary.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+
+
+#: Put in metric subscribers' inboxes when training ended.
+_END = object()
 
 
 def run_on_uvloop(coro):
