@@ -24,6 +24,18 @@ def sample_actions(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.minimum((cdf < u).sum(axis=1), probs.shape[1] - 1)
 
 
+def choose_actions(probs: np.ndarray, epsilon, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Actions sampled from ``probs``, each replaced by a uniform one with probability ``epsilon``
+    (a number, or one per row); also each action's probability under that mixture (float32)."""
+    n, k = probs.shape
+    actions = sample_actions(probs, rng)
+    explore = rng.random(n) < epsilon
+    if explore.any():
+        actions[explore] = rng.integers(0, k, int(explore.sum()))
+    prob = (1 - epsilon) * probs[np.arange(n), actions] + epsilon / k
+    return actions, prob.astype(np.float32)
+
+
 class EpsilonSchedule:
     """Linear decay from ``start`` to ``end`` over ``steps`` environment steps (all agents)."""
 
@@ -44,7 +56,6 @@ class Agent:
                  seed: int, evaluation: bool = False):
         self.envs, self.encode, self.policy, self.queue = envs, encoder, policy, queue
         self.num_envs = envs.num_envs
-        self.n_actions = int(envs.single_action_space.n)
         self.kernel = NStepKernel(self.num_envs, n_step, gamma)
         self.epsilon, self.progress, self.evaluation = epsilon, progress, evaluation
         self.seed = seed
@@ -54,18 +65,6 @@ class Agent:
     def stop(self) -> None:
         """Finish the current step, then return from ``run``."""
         self.stopping = True
-
-    def _act(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sample actions from probs, with epsilon-greedy exploration on top."""
-        rng, V = self.rng, self.num_envs
-        actions = sample_actions(probs, rng)
-        prob = probs[np.arange(V), actions]
-        eps = self.epsilon(self.progress.env_steps)
-        if eps > 0:
-            explore = rng.random(V) < eps
-            actions[explore] = rng.integers(0, self.n_actions, int(explore.sum()))
-            prob = (1 - eps) * probs[np.arange(V), actions] + eps / self.n_actions
-        return actions, prob.astype(np.float32)
 
     async def run(self) -> None:
         V, R = self.num_envs, self.kernel.n + 1  # rings hold the last n+1 steps
@@ -82,7 +81,7 @@ class Agent:
         try:
             while not self.stopping:
                 probs, version = await self.policy.infer(obs)
-                actions, prob = self._act(probs)
+                actions, prob = choose_actions(probs, self.epsilon(self.progress.env_steps), self.rng)
                 raw, rew, term, trunc, _ = self.envs.step(actions)
                 rew = np.asarray(rew, dtype=np.float64)
                 slot = u % R

@@ -12,6 +12,7 @@ import asyncio
 import numpy as np
 import torch
 
+from asynca3c.agent import choose_actions
 from asynca3c.model import ActorCritic
 
 
@@ -109,16 +110,3 @@ class Predictor:
             else:
                 action, p = next(choices)
                 fut.set_result((action, p, version))
-
-
-def choose_actions(probs: np.ndarray, epsilon: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """An action per row of ``probs``: sampled, or uniform with probability ``epsilon`` (per row);
-    also each action's probability under that mixture (the behaviour policy)."""
-    n, k = probs.shape
-    cdf = probs.cumsum(axis=1)
-    actions = np.minimum((cdf < rng.random((n, 1)) * cdf[:, -1:]).sum(axis=1), k - 1)
-    explore = rng.random(n) < epsilon
-    if explore.any():
-        actions[explore] = rng.integers(0, k, int(explore.sum()))
-    prob = (1 - epsilon) * probs[np.arange(n), actions] + epsilon / k
-    return actions, prob
