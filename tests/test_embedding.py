@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import statistics
 import threading
 import time
@@ -13,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import uvloop
+from cleanup_checks import assert_nothing_left
 
 from asynca3c import Config, EnvError, Trainer
 from asynca3c.latency_env import LatencyCartPole
@@ -27,24 +27,6 @@ OBS = [0.01, 0.02, -0.01, 0.0]
 def run_on(loop_factory, coro):
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(coro)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def assert_nothing_left(pid: int | None = None) -> None:
-    """No learner process, and no thread but the main one (executor threads exit within seconds)."""
-    if pid is not None:
-        assert not _alive(pid)
-    deadline = time.monotonic() + 5
-    while threading.active_count() > 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert threading.enumerate() == [threading.main_thread()]
 
 
 class FailingEnv(gym.Env):

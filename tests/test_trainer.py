@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import threading
-import time
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 import uvloop
+from cleanup_checks import assert_nothing_left
 
 from asynca3c import Config, EnvError, Trainer, train
 from asynca3c.agent import Agent, EpsilonSchedule
@@ -136,14 +134,6 @@ def test_thread_learner_trains_too():
     assert math.isfinite(result.eval_mean_return)
 
 
-def _children_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("loop_factory", LOOPS)
 def test_cancelling_mid_run_leaves_no_task_thread_or_process(loop_factory):
     async def main():
@@ -163,11 +153,7 @@ def test_cancelling_mid_run_leaves_no_task_thread_or_process(loop_factory):
 
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         pid = runner.run(main())
-    assert not _children_alive(pid)
-    deadline = time.monotonic() + 5
-    while threading.active_count() > 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert threading.enumerate() == [threading.main_thread()]
+    assert_nothing_left(pid)
 
 
 def test_request_stop_ends_the_run_gracefully():
