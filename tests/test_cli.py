@@ -61,7 +61,7 @@ def test_help_documents_every_config_field():
     [
         (["--lr", "-1"], "lr=-1.0 is not allowed: a number > 0"),
         (["--env", "NoSuchEnv-v0"], "unknown environment id 'NoSuchEnv-v0'"),
-        (["--env", "Pendulum-v1"], "supports Discrete"),
+        (["--env", "Blackjack-v1"], "supports Box and Discrete"),
         (["--device", "tpu"], "device='tpu' is not allowed"),
         (["--env-kwargs", "[1]"], "expected a JSON object"),
         (["--agents", "two"], "invalid int value: 'two'"),

@@ -13,6 +13,7 @@ import uvloop
 from cleanup_checks import assert_nothing_left
 
 from asynca3c import Config, EnvError, Trainer, train
+from asynca3c.actions import for_spec as actions_for
 from asynca3c.agent import Agent, EpsilonSchedule
 from asynca3c.envs import ObsEncoder, inspect_env, make_vector_env
 from asynca3c.learner import Learner
@@ -53,6 +54,21 @@ class ChainEnv(gym.Env):
 gym.register("asynca3c-test/Chain-v0", entry_point=ChainEnv, max_episode_steps=3)
 
 
+class OddActionsEnv(ChainEnv):
+    """ChainEnv with an action space asynca3c cannot train on."""
+
+    SPACES = {"unbounded": gym.spaces.Box(-np.inf, np.inf, (2,), np.float32),
+              "matrix": gym.spaces.Box(-1.0, 1.0, (2, 2), np.float32),
+              "multidiscrete": gym.spaces.MultiDiscrete([2, 3])}
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.action_space = self.SPACES[kind]
+
+
+gym.register("asynca3c-test/OddActions-v0", entry_point=OddActionsEnv, max_episode_steps=3)
+
+
 class FixedPolicy:
     """Uniform action probabilities; stops the agent after ``calls`` requests."""
 
@@ -73,7 +89,7 @@ def _agent_samples(terminal: bool, n: int, gamma: float) -> set[tuple]:
     box: list = []
     queue: asyncio.Queue = asyncio.Queue()
     agent = Agent(envs=make_vector_env("asynca3c-test/Chain-v0", 2, kwargs), encoder=ObsEncoder(spec),
-                  policy=FixedPolicy(box, calls=12), queue=queue, n_step=n, gamma=gamma,
+                  policy=FixedPolicy(box, calls=12), actions=actions_for(spec), queue=queue, n_step=n, gamma=gamma,
                   epsilon=EpsilonSchedule(0.0, 0.0, 0), progress=Progress(100, None), seed=0)
     box.append(agent)
     asyncio.run(agent.run())
@@ -172,7 +188,12 @@ def test_request_stop_ends_the_run_gracefully():
     ("kwargs", "match"),
     [
         (dict(env="NoSuchEnv-v0"), r"unknown environment id 'NoSuchEnv-v0'"),
-        (dict(env="Pendulum-v1"), r"'Pendulum-v1' has action space Box.*supports Discrete"),
+        (dict(env="asynca3c-test/OddActions-v0", env_kwargs={"kind": "unbounded"}),
+         r"Box action space with infinite bounds"),
+        (dict(env="asynca3c-test/OddActions-v0", env_kwargs={"kind": "matrix"}),
+         r"Box action space of shape \(2, 2\); asynca3c supports one-dimensional"),
+        (dict(env="asynca3c-test/OddActions-v0", env_kwargs={"kind": "multidiscrete"}),
+         r"has action space MultiDiscrete.*supports Discrete and Box"),
         (dict(env="Blackjack-v1"), r"'Blackjack-v1' has observation space Tuple.*supports Box and Discrete"),
         (dict(env="CartPole-v1", env_kwargs={"no_such_arg": 1}), r"bad keyword arguments .*no_such_arg"),
     ],

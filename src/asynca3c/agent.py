@@ -11,29 +11,11 @@ import asyncio
 
 import numpy as np
 
+from asynca3c.actions import DiscreteActions, GaussianActions
 from asynca3c.envs import ObsEncoder
 from asynca3c.progress import Progress
 from asynca3c.returns import NStepKernel
 from asynca3c.samples import SampleBatch
-
-
-def sample_actions(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One action per row of ``probs``, drawn by inverse CDF (vectorized)."""
-    cdf = probs.cumsum(axis=1)
-    u = rng.random((len(probs), 1), dtype=np.float32) * cdf[:, -1:]
-    return np.minimum((cdf < u).sum(axis=1), probs.shape[1] - 1)
-
-
-def choose_actions(probs: np.ndarray, epsilon, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Actions sampled from ``probs``, each replaced by a uniform one with probability ``epsilon``
-    (a number, or one per row); also each action's probability under that mixture (float32)."""
-    n, k = probs.shape
-    actions = sample_actions(probs, rng)
-    explore = rng.random(n) < epsilon
-    if explore.any():
-        actions[explore] = rng.integers(0, k, int(explore.sum()))
-    prob = (1 - epsilon) * probs[np.arange(n), actions] + epsilon / k
-    return actions, prob.astype(np.float32)
 
 
 class EpsilonSchedule:
@@ -51,10 +33,11 @@ class EpsilonSchedule:
 class Agent:
     """One agent and its vector of environments (NEXT_STEP autoreset)."""
 
-    def __init__(self, *, envs, encoder: ObsEncoder, policy, queue: asyncio.Queue | None,
-                 n_step: int, gamma: float, epsilon: EpsilonSchedule, progress: Progress,
-                 seed: int, evaluation: bool = False):
+    def __init__(self, *, envs, encoder: ObsEncoder, policy, actions: DiscreteActions | GaussianActions,
+                 queue: asyncio.Queue | None, n_step: int, gamma: float, epsilon: EpsilonSchedule,
+                 progress: Progress, seed: int, evaluation: bool = False, reward_scale: float = 1.0):
         self.envs, self.encode, self.policy, self.queue = envs, encoder, policy, queue
+        self.actions, self.reward_scale = actions, reward_scale
         self.num_envs = envs.num_envs
         self.kernel = NStepKernel(self.num_envs, n_step, gamma)
         self.epsilon, self.progress, self.evaluation = epsilon, progress, evaluation
@@ -71,32 +54,36 @@ class Agent:
         raw, _ = self.envs.reset(seed=self.seed)
         obs = self.encode(raw)
         obs_ring = np.empty((R, V, obs.shape[1]), dtype=np.float32)
-        act_ring = np.zeros((R, V), dtype=np.int64)
+        act_ring = np.zeros((R, V, *self.actions.shape), dtype=self.actions.dtype)
         prob_ring = np.zeros((R, V), dtype=np.float32)
         ver_ring = np.zeros(R, dtype=np.int64)
         obs_ring[0] = obs
         resetting = np.zeros(V, dtype=bool)  # this step is an autoreset step
         ep_ret = np.zeros(V)
+        ep_len = np.zeros(V, dtype=np.int64)
         u = 0
         try:
             while not self.stopping:
-                probs, version = await self.policy.infer(obs)
-                actions, prob = choose_actions(probs, self.epsilon(self.progress.env_steps), self.rng)
-                raw, rew, term, trunc, _ = self.envs.step(actions)
+                params, version = await self.policy.infer(obs)
+                actions, prob = self.actions.choose(params, self.epsilon(self.progress.env_steps), self.rng)
+                raw, rew, term, trunc, _ = self.envs.step(self.actions.to_env(actions))
                 rew = np.asarray(rew, dtype=np.float64)
                 slot = u % R
                 act_ring[slot], prob_ring[slot], ver_ring[slot] = actions, prob, version
                 obs = self.encode(raw)
                 obs_ring[(u + 1) % R] = obs
                 live = ~resetting
-                count = self.kernel.push(rew, term, trunc, live)
+                count = self.kernel.push(rew * self.reward_scale if self.reward_scale != 1.0 else rew,
+                                         term, trunc, live)
                 self.progress.env_steps += int(live.sum())
                 ep_ret += np.where(live, rew, 0.0)
+                ep_len += live
                 done = (term | trunc) & live
                 if done.any():
-                    for ret in ep_ret[done]:
-                        self.progress.add_episode(float(ret), self.evaluation)
+                    for ret, length in zip(ep_ret[done].tolist(), ep_len[done].tolist()):
+                        self.progress.add_episode(ret, self.evaluation, length)
                     ep_ret[done] = 0.0
+                    ep_len[done] = 0
                 resetting = term | trunc
                 u += 1
                 if count and self.queue is not None:

@@ -54,8 +54,9 @@ class AsyncEnvAgents:
 
     def __init__(self, *, envs: list, encoder: ObsEncoder, policy: Predictor, queue: asyncio.Queue | None,
                  n_step: int, gamma: float, epsilon: EpsilonSchedule, progress: Progress, seed: int,
-                 evaluation: bool = False):
+                 evaluation: bool = False, reward_scale: float = 1.0):
         self.envs = AsyncEnvs(envs)
+        self.reward_scale = reward_scale
         self.encode, self.policy, self.queue = encoder, policy, queue
         self.kernel = NStepKernel(len(envs), n_step, gamma)
         self.ring = n_step + 2  # each env's last steps: enough for any open window and its bootstrap
@@ -87,23 +88,24 @@ class AsyncEnvAgents:
         t = 0  # kernel step + offset of the current observation
         raw, _ = await env.reset(seed=self.seed + i)
         obs = encode(_rows(raw))
-        ep_ret = 0.0
+        ep_ret, ep_len = 0.0, 0
         while not self.stopping:
             action, prob, version = await self.policy.choose(obs, self.epsilon(progress.env_steps))
             history[t % R] = (obs, action, prob, version)
-            raw, reward, terminated, truncated, _ = await env.step(action)
+            raw, reward, terminated, truncated, _ = await env.step(self.policy.actions.to_env(action))
             reward = float(reward)
             obs = encode(_rows(raw))
             history[(t + 1) % R] = (obs, None, None, None)
-            count = k.push_one(i, reward, bool(terminated), bool(truncated))
+            count = k.push_one(i, reward * self.reward_scale, bool(terminated), bool(truncated))
             progress.env_steps += 1
             ep_ret += reward
+            ep_len += 1
             t += 1
             if count and self.queue is not None:
                 self._stage(history, offset, count)
             if terminated or truncated:
-                progress.add_episode(ep_ret, self.evaluation)
-                ep_ret = 0.0
+                progress.add_episode(ep_ret, self.evaluation, ep_len)
+                ep_ret, ep_len = 0.0, 0
                 offset += 1
                 t += 1
                 raw, _ = await env.reset()
@@ -124,7 +126,7 @@ class AsyncEnvAgents:
             return
         obs, action, ret, disc, boot, version, prob = zip(*staged, strict=True)
         await self.queue.put(SampleBatch(
-            obs=np.concatenate(obs), action=np.array(action, np.int64), ret=np.array(ret, np.float32),
+            obs=np.concatenate(obs), action=np.array(action, self.policy.actions.dtype), ret=np.array(ret, np.float32),
             discount=np.array(disc, np.float32), boot_obs=np.concatenate(boot),
             version=np.array(version, np.int64), behaviour_prob=np.array(prob, np.float32)))
 
@@ -145,7 +147,7 @@ async def evaluate_async_envs(make_env: Callable[[], object], policy: Predictor,
             total, done = 0.0, False
             while not done:
                 action, _, _ = await policy.choose(encoder(_rows(raw)), 0.0)
-                raw, reward, terminated, truncated, _ = await env.step(action)
+                raw, reward, terminated, truncated, _ = await env.step(policy.actions.to_env(action))
                 total += float(reward)
                 done = bool(terminated or truncated)
             return total

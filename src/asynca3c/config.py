@@ -56,6 +56,8 @@ class Config:
     # --- returns
     n_step: int = _f(8, "n of the n-step return")
     gamma: float = _f(0.99, "discount factor")
+    reward_scale: float = _f(1.0, "rewards are multiplied by this before returns are computed (reported "
+                                  "returns stay unscaled); keeps value targets near 1 for large rewards")
     # --- optimization
     optimizers: int = _f(2, "optimizer tasks feeding minimize steps to the learner's executor")
     learner: str = _f("process", "where minimize steps run: 'process' (one worker process with its own "
@@ -70,6 +72,8 @@ class Config:
     entropy_coef: float = _f(0.01, "c_e: weight of the entropy term (+ c_e * sum p log p)")
     max_grad_norm: float = _f(0.5, "clip the gradient norm to this value (0: no clipping)")
     hidden: tuple = _f((16,), "sizes of the shared hidden layers (comma-separated)")
+    normalize_obs: bool = _f(False, "map observation dimensions with finite Box bounds onto [-1, 1] inside "
+                                    "the network")
     # --- machinery
     device: str = _f("auto", "where minimize steps run: auto, cpu or cuda")
     torch_threads: int = _f(1, "torch intra-op threads (0: leave torch's setting alone)")
@@ -81,6 +85,8 @@ class Config:
     reward_threshold: float = _f(float("nan"), "return that counts as solved (NaN: the env spec's reward_threshold)")
     final_eval_episodes: int = _f(100, "fresh episodes without epsilon that confirm the result at the end")
     log_interval: float = _f(1.0, "seconds between progress reports")
+    save_every: float = _f(60.0, "seconds between checkpoints in the run directory (0: only the final one)")
+    tensorboard: bool = _f(False, "also write TensorBoard event files to RUN_DIR/tensorboard")
 
     def __post_init__(self):
         def set_(name, value):
@@ -110,10 +116,10 @@ class Config:
             check_gamma_n(self.gamma, self.n_step)
         except (TypeError, ValueError) as e:
             raise ConfigError(str(e)) from None
-        for name in ("lr", "rmsprop_eps", "log_interval"):
+        for name in ("lr", "rmsprop_eps", "log_interval", "reward_scale"):
             need(_num(getattr(self, name)) and getattr(self, name) > 0, name, "a number > 0")
         need(_num(self.rmsprop_alpha) and 0 <= self.rmsprop_alpha < 1, "rmsprop_alpha", "a number in [0, 1)")
-        for name in ("value_coef", "entropy_coef", "max_grad_norm", "seconds"):
+        for name in ("value_coef", "entropy_coef", "max_grad_norm", "seconds", "save_every"):
             need(_num(getattr(self, name)) and getattr(self, name) >= 0, name, "a number >= 0")
         for name in ("epsilon_start", "epsilon_end"):
             v = getattr(self, name)

@@ -26,10 +26,16 @@ class EnvSpec:
 
     env_id: str
     obs_dim: int
-    n_actions: int
+    n_actions: int  # width of the policy head: Discrete's n, or a Box's dimension
     obs_kind: str  # "box" or "discrete"
     reward_threshold: float | None
     max_episode_steps: int | None
+    obs_start: int = 0  # a Discrete observation space's first value
+    obs_low: tuple[float, ...] = ()  # a Box observation space's bounds, flattened (may be infinite)
+    obs_high: tuple[float, ...] = ()
+    action_kind: str = "discrete"  # "discrete", or "box" (a Gaussian policy)
+    action_low: tuple[float, ...] = ()
+    action_high: tuple[float, ...] = ()
 
 
 def _make_single(env_id: str, env_kwargs: dict) -> gym.Env:
@@ -61,27 +67,46 @@ def describe_env(env, env_id: str) -> EnvSpec:
     obs_space = getattr(env, "observation_space", None)
     act_space = getattr(env, "action_space", None)
     spec = getattr(env, "spec", None)
+    obs_start, bounds = 0, {}
     if isinstance(obs_space, gym.spaces.Box):
         obs_dim, obs_kind = int(np.prod(obs_space.shape)), "box"
+        bounds = {"obs_low": tuple(np.asarray(obs_space.low, np.float64).reshape(-1).tolist()),
+                  "obs_high": tuple(np.asarray(obs_space.high, np.float64).reshape(-1).tolist())}
     elif isinstance(obs_space, gym.spaces.Discrete):
-        obs_dim, obs_kind = int(obs_space.n), "discrete"
+        obs_dim, obs_kind, obs_start = int(obs_space.n), "discrete", int(obs_space.start)
     else:
         raise EnvError(
             f"{env_id!r} has observation space {obs_space}; asynca3c supports Box and Discrete"
         )
-    if not isinstance(act_space, gym.spaces.Discrete):
-        raise EnvError(f"{env_id!r} has action space {act_space}; asynca3c supports Discrete")
-    if act_space.start != 0:
-        raise EnvError(f"{env_id!r} has a Discrete action space starting at {act_space.start}; "
-                       "asynca3c supports Discrete spaces starting at 0")
     return EnvSpec(
         env_id=env_id,
         obs_dim=obs_dim,
-        n_actions=int(act_space.n),
         obs_kind=obs_kind,
+        obs_start=obs_start,
+        **bounds,
         reward_threshold=getattr(spec, "reward_threshold", None),
         max_episode_steps=getattr(spec, "max_episode_steps", None),
+        **_describe_actions(act_space, env_id),
     )
+
+
+def _describe_actions(act_space, env_id: str) -> dict:
+    if isinstance(act_space, gym.spaces.Discrete):
+        if act_space.start != 0:
+            raise EnvError(f"{env_id!r} has a Discrete action space starting at {act_space.start}; "
+                           "asynca3c supports Discrete spaces starting at 0")
+        return {"n_actions": int(act_space.n), "action_kind": "discrete"}
+    if isinstance(act_space, gym.spaces.Box):
+        if len(act_space.shape) != 1:
+            raise EnvError(f"{env_id!r} has a Box action space of shape {act_space.shape}; asynca3c supports "
+                           "one-dimensional Box action spaces")
+        if not (np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high))):
+            raise EnvError(f"{env_id!r} has a Box action space with infinite bounds ({act_space}); asynca3c "
+                           "needs finite bounds to clip and explore in")
+        return {"n_actions": int(act_space.shape[0]), "action_kind": "box",
+                "action_low": tuple(float(x) for x in act_space.low),
+                "action_high": tuple(float(x) for x in act_space.high)}
+    raise EnvError(f"{env_id!r} has action space {act_space}; asynca3c supports Discrete and Box")
 
 
 def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict | None = None) -> gym.vector.VectorEnv:
@@ -117,6 +142,6 @@ class ObsEncoder:
 
     def __call__(self, obs) -> np.ndarray:
         if self._eye is not None:
-            return self._eye[np.asarray(obs, dtype=np.int64)]
+            return self._eye[np.asarray(obs, dtype=np.int64) - self.spec.obs_start]
         obs = np.asarray(obs, dtype=np.float32)
         return obs.reshape(len(obs), self.spec.obs_dim)

@@ -1,67 +1,92 @@
-"""Evaluation episodes: the policy without epsilon, on fresh environments."""
+"""Evaluation episodes: a policy without epsilon, on fresh environments.
+
+A policy is either an asynca3c ``ActorCritic`` (actions sampled from its
+softmax, or its most likely action) or any callable mapping a batch of raw
+observations to a batch of actions, so other libraries' agents are judged by
+exactly the same episodes.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from asynca3c.agent import sample_actions
-from asynca3c.envs import ObsEncoder, inspect_env, make_vector_env
+from asynca3c.actions import for_spec as actions_for
+from asynca3c.envs import EnvSpec, ObsEncoder, inspect_env, make_vector_env
 from asynca3c.model import ActorCritic
+
+#: A batch of raw observations -> a batch of actions.
+PolicyFn = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
 class EvalResult:
     returns: list[float]
 
+    def stats(self) -> dict[str, float]:
+        """Mean, std, min and max of the returns."""
+        r = np.asarray(self.returns, dtype=np.float64)
+        return {"mean": float(r.mean()), "std": float(r.std()), "min": float(r.min()), "max": float(r.max())}
+
     @property
     def mean(self) -> float:
-        return float(np.mean(self.returns))
+        return self.stats()["mean"]
 
     @property
     def std(self) -> float:
-        return float(np.std(self.returns))
-
-    @property
-    def min(self) -> float:
-        return float(np.min(self.returns))
-
-    @property
-    def max(self) -> float:
-        return float(np.max(self.returns))
+        return self.stats()["std"]
 
 
-def evaluate(model: ActorCritic, env_id: str, episodes: int = 100, *, env_kwargs: dict | None = None,
+def evaluate(policy: ActorCritic | PolicyFn, env_id: str, episodes: int = 100, *, env_kwargs: dict | None = None,
              seed: int = 0, deterministic: bool = False, chunk: int = 128) -> EvalResult:
     """Play ``episodes`` episodes (each on its own env, so short ones are not over-counted).
 
-    Actions are sampled from the policy (``deterministic``: its most likely action).
+    A model's actions are sampled from its policy (``deterministic``: its most
+    likely action); a callable decides for itself.
     """
     returns: list[float] = []
-    for _ in _play(model, env_id, episodes, env_kwargs, seed, deterministic, chunk, returns):
+    for _ in _play(policy, env_id, episodes, env_kwargs, seed, deterministic, chunk, returns):
         pass
     return EvalResult(returns)
 
 
-async def evaluate_async(model: ActorCritic, env_id: str, episodes: int = 100, *, env_kwargs: dict | None = None,
-                         seed: int = 0, deterministic: bool = False, chunk: int = 128) -> EvalResult:
+async def evaluate_async(policy: ActorCritic | PolicyFn, env_id: str, episodes: int = 100, *,
+                         env_kwargs: dict | None = None, seed: int = 0, deterministic: bool = False,
+                         chunk: int = 128) -> EvalResult:
     """``evaluate`` on the running loop, yielding to it after every step."""
     returns: list[float] = []
-    for _ in _play(model, env_id, episodes, env_kwargs, seed, deterministic, chunk, returns):
+    for _ in _play(policy, env_id, episodes, env_kwargs, seed, deterministic, chunk, returns):
         await asyncio.sleep(0)
     return EvalResult(returns)
 
 
-def _play(model, env_id, episodes, env_kwargs, seed, deterministic, chunk, returns: list[float]) -> Iterator[None]:
+def model_policy(model: ActorCritic, spec: EnvSpec, deterministic: bool, rng: np.random.Generator) -> PolicyFn:
+    """The model as a batch policy: sampled actions, or the most likely ones (within a Box's bounds)."""
+    encode, actions = ObsEncoder(spec), actions_for(spec)
+
+    def act(raw: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out, _ = model(torch.from_numpy(encode(raw)))
+            params = model.action_params(out).numpy()
+        chosen = actions.greedy(params) if deterministic else actions.choose(params, 0.0, rng)[0]
+        return actions.to_env(chosen)
+
+    return act
+
+
+def _play(policy, env_id, episodes, env_kwargs, seed, deterministic, chunk, returns: list[float]) -> Iterator[None]:
     """Plays the episodes, appending their returns; yields after every vector step."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    encode = ObsEncoder(inspect_env(env_id, env_kwargs))
-    rng = np.random.default_rng(seed)
+    if isinstance(policy, ActorCritic):
+        policy = model_policy(policy, inspect_env(env_id, env_kwargs), deterministic, np.random.default_rng(seed))
+    elif not callable(policy):
+        raise TypeError(f"policy must be an ActorCritic or a callable (observations -> actions), "
+                        f"got {type(policy).__name__}")
     for first in range(0, episodes, chunk):
         k = min(chunk, episodes - first)
         envs = make_vector_env(env_id, k, env_kwargs)
@@ -69,13 +94,7 @@ def _play(model, env_id, episodes, env_kwargs, seed, deterministic, chunk, retur
             raw, _ = envs.reset(seed=seed + first)
             ep_ret, running = np.zeros(k), np.ones(k, dtype=bool)
             while running.any():
-                with torch.inference_mode():
-                    logits, _ = model(torch.from_numpy(encode(raw)))
-                if deterministic:
-                    actions = logits.argmax(-1).numpy()
-                else:
-                    actions = sample_actions(torch.softmax(logits, -1).numpy(), rng)
-                raw, rew, term, trunc, _ = envs.step(actions)
+                raw, rew, term, trunc, _ = envs.step(np.asarray(policy(raw)))
                 ep_ret += np.where(running, rew, 0.0)
                 running &= ~(term | trunc)
                 yield

@@ -69,10 +69,11 @@ class Learner:
             ret = torch.from_numpy(batch.ret).to(dev)
             discount = torch.from_numpy(batch.discount).to(dev)
             actions = torch.from_numpy(batch.action).to(dev)
-            logits, values = self.model(obs)
+            out, values = self.model(obs)
             # Bootstrap from V(s_n) of the current network, as the seed does; no gradient.
             targets = ret + discount * values[b:].detach()
-            loss = a3c_loss(logits[:b], values[:b], actions, targets, cfg.value_coef, cfg.entropy_coef)
+            logp, entropy = self.model.log_prob_entropy(out[:b], actions)
+            loss = a3c_loss(logp, entropy, values[:b], targets, cfg.value_coef, cfg.entropy_coef)
             self.optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf

@@ -38,19 +38,20 @@ class LearnerError(RuntimeError):
     """The learner process died or could not start."""
 
 
-def build_learner(config: dict, obs_dim: int, n_actions: int, state: dict, device: str) -> Learner:
+def build_learner(config: dict, obs_dim: int, n_actions: int, continuous: bool, state: dict,
+                  device: str) -> Learner:
     """A Learner from plain, picklable arguments (in whichever process runs it)."""
     cfg = Config.from_dict(config)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    model = ActorCritic(obs_dim, n_actions, cfg.hidden)
+    model = ActorCritic(obs_dim, n_actions, cfg.hidden, continuous)
     model.load_state_dict(state)
     return Learner(model, cfg, torch.device(device))
 
 
 def learner_args(model: ActorCritic, config: Config, device: torch.device) -> tuple:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return config.to_dict(), model.obs_dim, model.n_actions, state, str(device)
+    return config.to_dict(), model.obs_dim, model.n_actions, model.continuous, state, str(device)
 
 
 def make_learner(model: ActorCritic, config: Config, device: torch.device) -> ProcessLearner | ThreadLearner:

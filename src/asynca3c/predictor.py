@@ -12,19 +12,20 @@ import asyncio
 import numpy as np
 import torch
 
-from asynca3c.agent import choose_actions
+from asynca3c.actions import DiscreteActions, GaussianActions
 from asynca3c.model import ActorCritic
 
 
 class Predictor:
     """Holds the acting copy of the network (CPU) and answers ``infer`` requests."""
 
-    def __init__(self, model: ActorCritic, seed: int = 0):
+    def __init__(self, model: ActorCritic, actions: DiscreteActions | GaussianActions, seed: int = 0):
         self.model = model.eval()
+        self.actions = actions
         self.version = 0
         # (observation rows, future, epsilon): epsilon None asks for probabilities, a number for one action
         self._pending: list[tuple[np.ndarray, asyncio.Future, float | None]] = []
-        self._rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed)
         self._wake = asyncio.Event()
         self.forward_passes = 0
         self.rows = 0
@@ -48,12 +49,12 @@ class Predictor:
         self.version = version
 
     async def infer(self, obs: np.ndarray) -> tuple[np.ndarray, int]:
-        """Action probabilities [len(obs), n_actions] and the policy version that gave them."""
+        """Policy parameters per row (probabilities, or Gaussian ``[mean | std]``) and the policy version."""
         return await self._request(obs, None)
 
-    async def choose(self, row: np.ndarray, epsilon: float) -> tuple[int, float, int]:
+    async def choose(self, row: np.ndarray, epsilon: float) -> tuple[int | list[float], float, int]:
         """One action for one observation row [1, obs_dim], drawn in the batch (cheaper than
-        sampling per caller): (action, its probability with epsilon, policy version)."""
+        sampling per caller): (action, its probability (density) with epsilon, policy version)."""
         return await self._request(row, epsilon)
 
     async def _request(self, obs: np.ndarray, epsilon: float | None):
@@ -87,8 +88,8 @@ class Predictor:
         try:
             obs = np.concatenate([r[0] for r in batch]) if len(batch) > 1 else batch[0][0]
             with torch.inference_mode():
-                logits, _ = self.model(torch.from_numpy(obs))
-                probs = torch.softmax(logits, dim=-1).numpy()
+                out, _ = self.model(torch.from_numpy(obs))
+                probs = self.model.action_params(out).numpy()
         except Exception as exc:
             for _, fut, _ in batch:
                 fut.set_exception(exc)
@@ -101,7 +102,7 @@ class Predictor:
         if chooser.any():
             idx = offsets[chooser]
             eps = np.fromiter((r[2] for r in batch if r[2] is not None), np.float64, len(idx))
-            actions, prob = choose_actions(probs[idx], eps, self._rng)
+            actions, prob = self.actions.choose(probs[idx], eps, self.rng)
             choices = iter(zip(actions.tolist(), prob.tolist(), strict=True))
         version = self.version
         for (o, fut, epsilon), i in zip(batch, offsets.tolist(), strict=True):

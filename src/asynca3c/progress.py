@@ -20,6 +20,7 @@ class Progress:
 
     def __init__(self, window: int, threshold: float | None, on_solved: Callable[[], None] | None = None):
         self.start = time.perf_counter()
+        self.offset = 0.0  # seconds trained before a resume
         self.window, self.threshold, self.on_solved = window, threshold, on_solved
         self.env_steps = 0
         self.episodes = 0
@@ -28,16 +29,34 @@ class Progress:
         self.lag_sum = 0.0
         self.train_returns: deque[float] = deque(maxlen=window)
         self.eval_returns: deque[float] = deque(maxlen=window)
+        self.lengths: deque[int] = deque(maxlen=window)  # of all agents' episodes
         self.eval_episodes = 0
         self.solved_after_seconds: float | None = None
         self.solved_after_steps: int | None = None
         self.last_stats: StepStats | None = None
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.start
+        return time.perf_counter() - self.start + self.offset
 
-    def add_episode(self, ret: float, evaluation: bool) -> None:
+    #: What a checkpoint keeps so a resumed run continues its counters and its solve window.
+    _KEPT = ("env_steps", "episodes", "updates", "samples_trained", "lag_sum", "eval_episodes",
+             "solved_after_seconds", "solved_after_steps")
+
+    def state(self) -> dict:
+        """Counters, seconds so far and the recent returns, as plain values."""
+        return {**{k: getattr(self, k) for k in self._KEPT}, "seconds": self.elapsed(),
+                "train_returns": list(self.train_returns), "eval_returns": list(self.eval_returns)}
+
+    def restore(self, state: dict) -> None:
+        for k in self._KEPT:
+            setattr(self, k, state[k])
+        self.offset = float(state["seconds"])
+        self.train_returns.extend(state["train_returns"])
+        self.eval_returns.extend(state["eval_returns"])
+
+    def add_episode(self, ret: float, evaluation: bool, length: int = 0) -> None:
         self.episodes += 1
+        self.lengths.append(length)
         (self.eval_returns if evaluation else self.train_returns).append(ret)
         if not evaluation:
             return
@@ -81,6 +100,7 @@ class Progress:
             "eval_episodes": self.eval_episodes,
             "eval_return_mean": self.eval_mean(),
             "train_return_mean": self.train_mean(),
+            "episode_length_mean": sum(self.lengths) / len(self.lengths) if self.lengths else math.nan,
             "policy_lag_mean": self.policy_lag_mean(),
             "policy_loss": s.policy_loss if s else math.nan,
             "value_loss": s.value_loss if s else math.nan,

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asynca3c import checkpoint
+from asynca3c.actions import for_spec as actions_for
 from asynca3c.agent import Agent, EpsilonSchedule
 from asynca3c.async_agents import AsyncEnvAgents, AsyncEnvs, evaluate_async_envs
 from asynca3c.config import Config, ConfigError
@@ -29,6 +31,7 @@ from asynca3c.model import ActorCritic
 from asynca3c.optimizer import STOP, optimizer_task
 from asynca3c.predictor import Predictor
 from asynca3c.progress import Progress
+from asynca3c.tensorboard_log import TensorBoardLog
 
 log = logging.getLogger("asynca3c")
 
@@ -94,15 +97,21 @@ class Trainer:
 
     def __init__(self, config: Config, *, run_dir: str | os.PathLike | None = None,
                  on_progress: Callable[[dict], None] | None = None,
-                 env_factory: Callable[[], object] | None = None):
+                 env_factory: Callable[[], object] | None = None,
+                 resume_from: str | os.PathLike | None = None):
         """``env_factory``: makes one environment whose ``reset``/``step`` are coroutines (see
-        ``asynca3c.async_agents``); ``config.env`` then only names the run."""
+        ``asynca3c.async_agents``); ``config.env`` then only names the run. ``resume_from``: a
+        checkpoint (or a run directory holding one) to continue: weights, optimizer state, counters,
+        recent returns and random states; budgets then count the run's total, not this session's."""
         self.config = config
+        self._resume = checkpoint.load(resume_from) if resume_from is not None else None
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.on_progress = on_progress
         self.env_factory = env_factory
         self.spec: EnvSpec | None = None if env_factory else inspect_env(config.env, config.env_kwargs)
         self._encode = ObsEncoder(self.spec) if self.spec else None
+        if self._resume is not None and self.spec is not None:
+            self._check_resume()
         self.device = resolve_device(config.device)
         self._stop = asyncio.Event()
         self._stop_reason = "budget"
@@ -118,6 +127,8 @@ class Trainer:
         self._host: asyncio.Task | None = None
         self._host_waiting = 0  # the host is awaiting one of our calls: errors reach it there
         self._host_cancelled = False
+        self._tensorboard = None  # TensorBoardLog, with config.tensorboard
+        self._actions = None  # DiscreteActions or GaussianActions, once the env's spaces are known
 
     @property
     def threshold(self) -> float | None:
@@ -164,21 +175,37 @@ class Trainer:
         if cfg.until_solved and self.threshold is None:
             raise ConfigError(f"until_solved needs a reward threshold: {cfg.env!r} has none in its "
                               "spec; set reward_threshold")
+        if cfg.tensorboard:
+            if self.run_dir is None:
+                raise ConfigError("tensorboard=True needs a run directory (Trainer(..., run_dir=...))")
+            self._tensorboard = TensorBoardLog(self.run_dir / "tensorboard", cfg)
         loop = asyncio.get_running_loop()
         self._host = asyncio.current_task()
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
-        model = ActorCritic(self.spec.obs_dim, self.spec.n_actions, cfg.hidden)
-        self._predictor = Predictor(copy.deepcopy(model), seed=cfg.seed + 7)
+        self._actions = actions_for(self.spec)
+        bounds = (self.spec.obs_low, self.spec.obs_high) if cfg.normalize_obs and self.spec.obs_low else None
+        model = ActorCritic(self.spec.obs_dim, self.spec.n_actions, cfg.hidden, self._actions.continuous, bounds)
+        resume = self._resume
+        if resume is not None:
+            _load_weights(model, resume["model"])
+        self._predictor = Predictor(copy.deepcopy(model), self._actions, seed=cfg.seed + 7)
         self.model = self._predictor.model
         self.learner = make_learner(model, cfg, self.device)
         queue: asyncio.Queue = asyncio.Queue(cfg.queue_size)
         progress = Progress(cfg.solve_window, self.threshold,
                             on_solved=(lambda: self.request_stop("solved")) if cfg.until_solved else None)
+        if resume is not None:
+            progress.restore(resume["counters"])
+            self._predictor.version = int(resume["version"])
         try:
             await self.learner.start()  # outside the clock: a worker process imports torch
+            if resume is not None:
+                await self.learner.load({k: resume[k] for k in ("model", "optimizer", "version")})
             self._agents = self._make_agents(self._predictor, queue, progress)
+            if resume is not None:
+                self._restore_rng(resume["rng"])
         except BaseException:
             await self.aclose()
             raise
@@ -198,6 +225,12 @@ class Trainer:
         finally:
             await AsyncEnvs([probe]).aclose()
         self._encode = ObsEncoder(self.spec)
+        if self._resume is not None:
+            self._check_resume()
+
+    def _check_resume(self) -> None:
+        cfg = self.config
+        checkpoint.check_matches(self._resume, cfg.env, self.spec.obs_dim, self.spec.n_actions, cfg.hidden)
 
     def request_stop(self, reason: str = "requested") -> None:
         """Ask the run to end: agents stop, the queue drains, the last update lands."""
@@ -248,6 +281,8 @@ class Trainer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._publish(_END)
+        if self._tensorboard is not None:
+            self._tensorboard.close()
         try:
             if self.learner is not None:
                 await self.learner.aclose()
@@ -282,17 +317,20 @@ class Trainer:
 
     # --- what a host calls while it trains -------------------------------------------------------
 
-    async def act(self, obs, *, deterministic: bool = False) -> int:
-        """An action for one observation from the live policy (batched with the agents' requests)."""
+    async def act(self, obs, *, deterministic: bool = False) -> int | list[float]:
+        """An action for one observation from the live policy (batched with the agents' requests):
+        an int for a Discrete action space, a list of floats (within the bounds) for a Box."""
         if self._predictor is None or self._closed:
             raise TrainerClosed("the trainer is not running: act() works inside 'async with Trainer(...)'")
         row = self._observation_row(obs)
+        actions = self._actions
         async with self._host_call():
             if deterministic:
-                probs, _ = await self._predictor.infer(row)
-                return int(probs[0].argmax())
-            action, _, _ = await self._predictor.choose(row, 0.0)
-        return action
+                params, _ = await self._predictor.infer(row)
+                action = actions.greedy(params)[0]
+            else:
+                action, _, _ = await self._predictor.choose(row, 0.0)
+        return actions.to_python(actions.to_env(np.asarray(action)))
 
     async def metrics(self) -> AsyncIterator[dict]:
         """Progress rows every ``log_interval`` seconds until training ends (the last one final)."""
@@ -331,9 +369,10 @@ class Trainer:
     def _observation_row(self, obs) -> np.ndarray:
         spec = self.spec
         if spec.obs_kind == "discrete":
-            if not (isinstance(obs, (int, np.integer)) and 0 <= obs < spec.obs_dim):
+            low, high = spec.obs_start, spec.obs_start + spec.obs_dim
+            if not (isinstance(obs, (int, np.integer)) and low <= obs < high):
                 raise ValueError(f"observation {obs!r} is not allowed: {spec.env_id} expects an integer "
-                                 f"in [0, {spec.obs_dim})")
+                                 f"in [{low}, {high})")
             return self._encode(np.array([obs]))
         arr = np.asarray(obs, dtype=np.float32)
         if arr.size != spec.obs_dim:
@@ -377,6 +416,8 @@ class Trainer:
                 raise errors[0] from None
             raise
         row = self._emit(progress, queue)
+        if self.run_dir is not None:  # before the final evaluation: a SIGTERM grace period is short
+            await self._save_checkpoint(progress)
         final = None
         eval_seed = cfg.seed + 1_000_003
         if cfg.final_eval_episodes and self.env_factory is not None:
@@ -405,45 +446,31 @@ class Trainer:
         return result
 
     def _make_agents(self, predictor: Predictor, queue: asyncio.Queue, progress: Progress) -> list:
+        """The exploring agents (epsilon per agent) and the evaluation agent (no epsilon)."""
         cfg = self.config
-        seeds = np.random.SeedSequence(cfg.seed).generate_state(cfg.agents + 1)
-        if self.env_factory is not None:
-            return self._make_async_agents(predictor, queue, progress, seeds)
-        agents = []
-        for i in range(cfg.agents):
-            start, end = cfg.epsilon(i)
-            agents.append(Agent(
-                envs=make_vector_env(cfg.env, cfg.envs_per_agent, cfg.env_kwargs), encoder=self._encode,
-                policy=predictor, queue=queue, n_step=cfg.n_step, gamma=cfg.gamma,
-                epsilon=EpsilonSchedule(start, end, cfg.epsilon_steps), progress=progress, seed=int(seeds[i])))
-        if cfg.eval_envs:
-            agents.append(Agent(
-                envs=make_vector_env(cfg.env, cfg.eval_envs, cfg.env_kwargs), encoder=self._encode,
-                policy=predictor, queue=queue if cfg.eval_agent_trains else None, n_step=cfg.n_step,
-                gamma=cfg.gamma, epsilon=EpsilonSchedule(0.0, 0.0, 0), progress=progress,
-                seed=int(seeds[-1]), evaluation=True))
-        return agents
+        # A resumed run's environments start from new seeds, not from its first episodes again.
+        entropy = [cfg.seed, progress.env_steps] if progress.env_steps else cfg.seed
+        seeds = np.random.SeedSequence(entropy).generate_state(cfg.agents + 1)
+        common = dict(encoder=self._encode, policy=predictor, n_step=cfg.n_step, gamma=cfg.gamma, progress=progress,
+                      reward_scale=cfg.reward_scale)
 
-    def _make_async_agents(self, predictor, queue, progress, seeds) -> list[AsyncEnvAgents]:
-        cfg, make = self.config, self.env_factory
-        groups = []
-        for i in range(cfg.agents):
-            start, end = cfg.epsilon(i)
-            groups.append(AsyncEnvAgents(
-                envs=[make() for _ in range(cfg.envs_per_agent)], encoder=self._encode, policy=predictor,
-                queue=queue, n_step=cfg.n_step, gamma=cfg.gamma,
-                epsilon=EpsilonSchedule(start, end, cfg.epsilon_steps), progress=progress, seed=int(seeds[i])))
+        def make(n: int, **kw) -> Agent | AsyncEnvAgents:
+            if self.env_factory is None:
+                return Agent(envs=make_vector_env(cfg.env, n, cfg.env_kwargs), actions=self._actions, **common, **kw)
+            return AsyncEnvAgents(envs=[self.env_factory() for _ in range(n)], **common, **kw)
+
+        agents = [make(cfg.envs_per_agent, queue=queue, epsilon=EpsilonSchedule(*cfg.epsilon(i), cfg.epsilon_steps),
+                       seed=int(seeds[i])) for i in range(cfg.agents)]
         if cfg.eval_envs:
-            groups.append(AsyncEnvAgents(
-                envs=[make() for _ in range(cfg.eval_envs)], encoder=self._encode, policy=predictor,
-                queue=queue if cfg.eval_agent_trains else None, n_step=cfg.n_step, gamma=cfg.gamma,
-                epsilon=EpsilonSchedule(0.0, 0.0, 0), progress=progress, seed=int(seeds[-1]), evaluation=True))
-        return groups
+            agents.append(make(cfg.eval_envs, queue=queue if cfg.eval_agent_trains else None,
+                               epsilon=EpsilonSchedule(0.0, 0.0, 0), seed=int(seeds[-1]), evaluation=True))
+        return agents
 
     async def _monitor(self, progress: Progress, queue: asyncio.Queue) -> None:
         """Enforce the budget and report progress every ``log_interval`` seconds."""
         cfg = self.config
-        next_report = cfg.log_interval
+        next_report = progress.elapsed() + cfg.log_interval  # a resumed run's clock starts where it stopped
+        next_save = progress.elapsed() + cfg.save_every
         while True:
             await asyncio.sleep(min(0.02, cfg.log_interval))
             t = progress.elapsed()
@@ -454,6 +481,9 @@ class Trainer:
             if t >= next_report:
                 next_report += cfg.log_interval
                 self._emit(progress, queue)
+            if cfg.save_every and self.run_dir is not None and t >= next_save:
+                await self._save_checkpoint(progress)
+                next_save = progress.elapsed() + cfg.save_every
 
     def _emit(self, progress: Progress, queue: asyncio.Queue) -> dict:
         row = self._row(progress, queue)
@@ -471,15 +501,50 @@ class Trainer:
                 if new:
                     w.writeheader()
                 w.writerow(row)
+        if self._tensorboard is not None:
+            self._tensorboard.write(row)
         return row
+
+    def _network(self) -> dict:
+        """What rebuilds the network: its shape and the environment it acts in."""
+        spec = self.spec
+        return {"env": self.config.env, "obs_dim": spec.obs_dim, "n_actions": spec.n_actions,
+                "hidden": list(self.config.hidden), "continuous": self._actions.continuous}
+
+    async def _save_checkpoint(self, progress: Progress) -> None:
+        """The run's state to RUN_DIR/checkpoint.pt, atomically (serialized in a thread, off the loop)."""
+        cfg = self.config
+        state = await self.learner.state()
+        payload = {
+            **state, "config": cfg.to_dict(), "counters": progress.state(),
+            "network": self._network(),
+            "rng": {"torch": torch.get_rng_state(), "predictor": checkpoint.numpy_rng_state(self._predictor.rng),
+                    "agents": [checkpoint.numpy_rng_state(a.rng) for a in self._agents if hasattr(a, "rng")]},
+        }
+        await asyncio.to_thread(checkpoint.save, self.run_dir / checkpoint.CHECKPOINT_FILE, payload)
+
+    def _restore_rng(self, rng: dict) -> None:
+        torch.set_rng_state(rng["torch"])
+        checkpoint.set_numpy_rng_state(self._predictor.rng, rng["predictor"])
+        agents = [a for a in self._agents if hasattr(a, "rng")]
+        for agent, state in zip(agents, rng["agents"]):  # a run resumed with other agent counts keeps what fits
+            checkpoint.set_numpy_rng_state(agent.rng, state)
 
     def _write_run_dir(self, result: TrainResult, state: dict) -> None:
         d = self.run_dir
         d.mkdir(parents=True, exist_ok=True)
         (d / "config.json").write_text(self.config.to_json() + "\n")
-        torch.save({"model": state["model"], "obs_dim": self.spec.obs_dim, "n_actions": self.spec.n_actions,
-                    "hidden": list(self.config.hidden), "env": self.config.env}, d / "model.pt")
+        torch.save({"model": state["model"], "network": self._network(), "env_kwargs": self.config.env_kwargs},
+                   d / "model.pt")
         (d / "summary.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+
+
+def _load_weights(model: ActorCritic, state: dict) -> None:
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise checkpoint.CheckpointError(f"the checkpoint's weights do not fit this network: "
+                                         f"{str(e).splitlines()[0]}") from None
 
 
 #: Put in metric subscribers' inboxes when training ended.
