@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cli_checks import assert_one_line_error, run_cli
+
 from asynca3c.bench_returns import SYSTEMS, check_agreement, main, make_data
 
 
@@ -42,7 +44,4 @@ def test_cli_and_script_run_the_same_benchmark(tmp_path):
 
 
 def test_bad_arguments_are_refused_with_one_line():
-    done = subprocess.run([sys.executable, "-m", "asynca3c.cli", "bench", "returns", "--gamma", "0"],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert "must be in (0, 1]" in done.stderr
+    assert_one_line_error(run_cli("bench", "returns", "--gamma", "0", timeout=60), "must be in (0, 1]")

@@ -6,11 +6,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
+from cli_checks import CLI, assert_one_line_error, run_cli
 
 from asynca3c import Config, Trainer, checkpoint
 from asynca3c.checkpoint import CheckpointError
@@ -80,11 +80,7 @@ def test_truncated_checkpoint_gives_a_clear_error(trained, tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         checkpoint.load(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "asynca3c.cli", "train", "--resume", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "not a readable checkpoint" in lines[0], done.stderr
+    assert_one_line_error(run_cli("train", "--resume", str(tmp_path), timeout=60), "not a readable checkpoint")
 
 
 def test_mismatched_checkpoint_names_what_differs(trained):
@@ -129,7 +125,7 @@ def test_sigterm_saves_a_loadable_checkpoint_and_exits_143_then_resume_continues
     run_dir = tmp_path / "run"
     args = ["--env", "CartPole-v1", "--agents", "1", "--envs-per-agent", "16", "--eval-envs", "8", "--hidden", "8",
             "--final-eval-episodes", "2", "--log-interval", "0.2", "--save-every", "0", "--device", "cpu"]
-    proc = subprocess.Popen([sys.executable, "-m", "asynca3c.cli", "train", "--seconds", "60", "--run-dir",
+    proc = subprocess.Popen([*CLI, "train", "--seconds", "60", "--run-dir",
                              str(run_dir), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:  # wait until it trains
@@ -147,8 +143,7 @@ def test_sigterm_saves_a_loadable_checkpoint_and_exits_143_then_resume_continues
     assert json.loads((run_dir / "summary.json").read_text())["stop_reason"] == "terminated"
 
     total = saved["counters"]["seconds"] + 1.0
-    done = subprocess.run([sys.executable, "-m", "asynca3c.cli", "train", "--resume", str(run_dir), "--seconds",
-                           str(total), "--quiet"], capture_output=True, text=True, timeout=120)
+    done = run_cli("train", "--resume", str(run_dir), "--seconds", str(total), "--quiet")
     assert done.returncode == 0, done.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["env_steps"] > saved["counters"]["env_steps"] and summary["seconds"] >= total

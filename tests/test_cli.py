@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 
 import pytest
+from cli_checks import assert_one_line_error, run_cli
 
 from asynca3c.cli import build_parser
 from asynca3c.config import Config
 
-CLI = [sys.executable, "-m", "asynca3c.cli"]
 SUMMARY_KEYS = {"env", "seed", "seconds", "env_steps", "steps_per_second", "episodes", "updates", "solved",
                 "solved_after_seconds", "solved_after_steps", "eval_mean_return", "policy_lag_mean"}
 
 
-def _run(*args, timeout=120):
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
-
-
 def test_train_smoke_writes_the_run_directory(tmp_path):
     run_dir = tmp_path / "run"
-    done = _run("train", "--env", "CartPole-v1", "--seconds", "2", "--seed", "3", "--run-dir", str(run_dir),
+    done = run_cli("train", "--env", "CartPole-v1", "--seconds", "2", "--seed", "3", "--run-dir", str(run_dir),
                 "--agents", "1", "--envs-per-agent", "16", "--eval-envs", "16", "--final-eval-episodes", "5",
                 "--log-interval", "0.5", "--hidden", "8,8", "--device", "cpu")
     assert done.returncode == 0, done.stderr
@@ -41,7 +35,7 @@ def test_train_smoke_writes_the_run_directory(tmp_path):
 
 
 def test_seed_preset_with_overrides(tmp_path):
-    done = _run("train", "--preset", "seed", "--steps", "3000", "--seconds", "30", "--quiet",
+    done = run_cli("train", "--preset", "seed", "--steps", "3000", "--seconds", "30", "--quiet",
                 "--final-eval-episodes", "2", "--eval-envs", "4", "--run-dir", str(tmp_path))
     assert done.returncode == 0, done.stderr
     config = json.loads((tmp_path / "config.json").read_text())
@@ -68,8 +62,4 @@ def test_help_documents_every_config_field():
     ],
 )
 def test_bad_arguments_give_one_clear_line(args, message):
-    done = _run("train", *args, timeout=60)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], done.stderr
-    assert "Traceback" not in done.stderr
+    assert_one_line_error(run_cli("train", *args, timeout=60), message)

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+from cli_checks import assert_one_line_error, run_cli
 
 from asynca3c import config_files
 from asynca3c.cli import main
 from asynca3c.config import Config, ConfigError
 
-CLI = [sys.executable, "-m", "asynca3c.cli"]
 TINY = ["--seconds", "1", "--agents", "1", "--envs-per-agent", "8", "--eval-envs", "4", "--final-eval-episodes", "2",
         "--hidden", "8", "--device", "cpu"]
 
@@ -57,10 +56,6 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-def _run(*args, timeout=120):
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(params=["toml", "yaml"])
@@ -185,15 +180,13 @@ def test_cli_reports_bad_files_in_one_line(tmp_path, text, message):
     path = tmp_path / "hp.toml"
     if text is not None:
         path.write_text(text)
-    done = _run("train", "--config", str(path), "--run-dir", str(tmp_path / "run"), timeout=60)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0] and str(path) in lines[0], done.stderr
-    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+    done = run_cli("train", "--config", str(path), "--run-dir", str(tmp_path / "run"), timeout=60)
+    assert_one_line_error(done, message, str(path))
+    assert not (tmp_path / "run").exists()
 
 
 def test_cli_refuses_config_with_resume(tmp_path):
-    done = _run("train", "--config", str(_write(tmp_path, "hp.toml", TOML)), "--resume", str(tmp_path), timeout=60)
+    done = run_cli("train", "--config", str(_write(tmp_path, "hp.toml", TOML)), "--resume", str(tmp_path), timeout=60)
     assert done.returncode == 2 and done.stderr.strip() == (
         "asynca3c: error: --config does not combine with --resume: the run's own config is the start")
 
@@ -201,7 +194,7 @@ def test_cli_refuses_config_with_resume(tmp_path):
 def test_file_values_reach_config_json(tmp_path):
     path = _write(tmp_path, "hp.toml", '[default]\nseed = 7\n["CartPole-v1"]\nlr = 0.0042\nn_step = 4\nhidden = [32]\n')
     run_dir = tmp_path / "run"
-    done = _run("train", "--config", str(path), *TINY, "--run-dir", str(run_dir))
+    done = run_cli("train", "--config", str(path), *TINY, "--run-dir", str(run_dir))
     assert done.returncode == 0, done.stderr
     assert f"(preset default + {path} [default] + {path} [CartPole-v1], seed 7)" in done.stdout  # says where from
     config = json.loads((run_dir / "config.json").read_text())
@@ -213,14 +206,14 @@ def test_file_values_reach_config_json(tmp_path):
 
 
 def test_check_env_supported():
-    done = _run("check-env", "CartPole-v1")
+    done = run_cli("check-env", "CartPole-v1")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "CartPole-v1: gymnasium's env checker passed" in done.stdout
     assert "supported: observation Box(" in done.stdout and "action Discrete(2)" in done.stdout
 
 
 def test_check_env_valid_but_unsupported():
-    done = _run("check-env", "Blackjack-v1", "--skip-render-check")
+    done = run_cli("check-env", "Blackjack-v1", "--skip-render-check")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "gymnasium's env checker passed" in done.stdout
     assert "not supported: 'Blackjack-v1' has observation space Tuple(" in done.stdout
@@ -232,11 +225,7 @@ def test_check_env_valid_but_unsupported():
     (["CartPole-v1", "--env-kwargs", "[1]"], "expected a JSON object"),
 ])
 def test_check_env_bad_arguments(args, message):
-    done = _run("check-env", *args, timeout=60)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], done.stderr
-    assert "Traceback" not in done.stderr
+    assert_one_line_error(run_cli("check-env", *args, timeout=60), message)
 
 
 def test_check_env_records_warnings_even_where_they_are_errors(capsys):

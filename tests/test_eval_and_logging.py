@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import csv
 import re
-import subprocess
-import sys
 
 import pytest
+from cli_checks import assert_one_line_error, run_cli
 
 from asynca3c import Config, evaluate
 from asynca3c.checkpoint import load_policy
 from asynca3c.tensorboard_log import HPARAMS_TAG, TAGS
 from asynca3c.trainer import train
-
-CLI = [sys.executable, "-m", "asynca3c.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +23,7 @@ def run_dir(tmp_path_factory):
 
 
 def test_eval_prints_statistics_of_fresh_episodes(run_dir):
-    done = subprocess.run([*CLI, "eval", str(run_dir), "--episodes", "20", "--seed", "4"],
-                          capture_output=True, text=True, timeout=120)
+    done = run_cli("eval", str(run_dir), "--episodes", "20", "--seed", "4")
     assert done.returncode == 0, done.stderr
     m = re.search(r"CartPole-v1: mean ([\d.]+), std ([\d.]+), min ([\d.]+), max ([\d.]+) over 20 episodes",
                   done.stdout)
@@ -43,8 +39,7 @@ def test_eval_prints_statistics_of_fresh_episodes(run_dir):
 def test_eval_records_a_playable_video(run_dir, tmp_path, suffix):
     imageio = pytest.importorskip("imageio.v2")
     video = tmp_path / f"agent{suffix}"
-    done = subprocess.run([*CLI, "eval", str(run_dir), "--episodes", "2", "--deterministic", "--video", str(video)],
-                          capture_output=True, text=True, timeout=120)
+    done = run_cli("eval", str(run_dir), "--episodes", "2", "--deterministic", "--video", str(video))
     assert done.returncode == 0, done.stderr
     ret = float(re.search(r"returns ([\d.]+)", done.stdout).group(1))
     with imageio.get_reader(video) as reader:
@@ -59,9 +54,7 @@ def test_eval_errors_are_one_line(run_dir, tmp_path):
     for args, message in [([str(tmp_path)], "no checkpoint at"),
                           ([str(run_dir), "--video", str(tmp_path / "a.avi")], "must end in .mp4 or .gif"),
                           ([str(run_dir), "--episodes", "0"], "--episodes 0 is not allowed")]:
-        done = subprocess.run([*CLI, "eval", *args], capture_output=True, text=True, timeout=60)
-        assert done.returncode == 2 and message in done.stderr, done.stderr
-        assert len(done.stderr.strip().splitlines()) == 1
+        assert_one_line_error(run_cli("eval", *args, timeout=60), message)
 
 
 def test_progress_csv_and_tensorboard_hold_the_tags(run_dir):

@@ -441,7 +441,9 @@ def _gamma(s: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="asynca3c bench returns",
+    from asynca3c.cli import OneLineErrorParser
+
+    p = OneLineErrorParser(prog="asynca3c bench returns",
                                 description="Time the n-step return systems (ns per transition).")
     p.add_argument("--envs", type=_positive_int, default=64, help="environments per batch (default 64)")
     p.add_argument("--n", type=_positive_int, default=8, help="n of the n-step returns (default 8)")

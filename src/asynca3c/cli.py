@@ -30,7 +30,7 @@ from asynca3c.video import VideoError
 EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineErrorParser(argparse.ArgumentParser):
     """Bad arguments: one line naming the problem (``--help`` has the usage), exit status 2."""
 
     def error(self, message: str):
@@ -83,9 +83,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="asynca3c", description="Asynchronous advantage actor-critic "
+    parser = OneLineErrorParser(prog="asynca3c", description="Asynchronous advantage actor-critic "
                                      "on asyncio, uvloop, torch and a Cython return kernel.")
-    sub = parser.add_subparsers(parser_class=_Parser, dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(parser_class=OneLineErrorParser, dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser("train", help="train an agent on a gymnasium environment",
                            description="Train A3C on a gymnasium environment until the budget is spent "
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "('human' opens a window)")
 
     bench = sub.add_parser("bench", help="microbenchmarks")
-    bench_sub = bench.add_subparsers(parser_class=_Parser, dest="bench", required=True, metavar="BENCHMARK")
+    bench_sub = bench.add_subparsers(parser_class=OneLineErrorParser, dest="bench", required=True, metavar="BENCHMARK")
     bench_sub.add_parser("returns", help="the n-step return kernel against Python and numpy "
                          "(options: asynca3c bench returns --help)", add_help=False)
     return parser
@@ -176,12 +176,13 @@ def _train(args: argparse.Namespace) -> int:
 
     fields = {f.name for f in dataclasses.fields(Config)}
     flags = {k: v for k, v in vars(args).items() if k in fields}
+    saved = None
     if args.resume is not None:
         if args.preset != "default":
             raise ConfigError("--preset does not combine with --resume: the run's own config is the start")
         if args.config is not None:
             raise ConfigError("--config does not combine with --resume: the run's own config is the start")
-        saved = checkpoint.load(args.resume)
+        saved = checkpoint.load(args.resume)  # read once: its config here, the rest in the Trainer
         config = Config.from_dict(saved["config"]).replace(**flags)
         file = checkpoint.checkpoint_path(args.resume)
         run_dir = args.run_dir or file.parent
@@ -194,7 +195,7 @@ def _train(args: argparse.Namespace) -> int:
     report = (lambda row: None) if args.quiet else _print_progress
 
     async def run():
-        trainer = Trainer(config, run_dir=run_dir, on_progress=report, resume_from=args.resume)
+        trainer = Trainer(config, run_dir=run_dir, on_progress=report, resume_from=saved)
         loop = asyncio.get_running_loop()
         stopped_by: list[signal.Signals] = []
 

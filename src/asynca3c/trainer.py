@@ -98,13 +98,17 @@ class Trainer:
     def __init__(self, config: Config, *, run_dir: str | os.PathLike | None = None,
                  on_progress: Callable[[dict], None] | None = None,
                  env_factory: Callable[[], object] | None = None,
-                 resume_from: str | os.PathLike | None = None):
+                 resume_from: str | os.PathLike | dict | None = None):
         """``env_factory``: makes one environment whose ``reset``/``step`` are coroutines (see
         ``asynca3c.async_agents``); ``config.env`` then only names the run. ``resume_from``: a
-        checkpoint (or a run directory holding one) to continue: weights, optimizer state, counters,
-        recent returns and random states; budgets then count the run's total, not this session's."""
+        checkpoint (a file, a run directory holding one, or what ``checkpoint.load`` returned) to
+        continue: weights, optimizer state, counters, recent returns and random states; budgets then
+        count the run's total, not this session's."""
         self.config = config
-        self._resume = checkpoint.load(resume_from) if resume_from is not None else None
+        if isinstance(resume_from, dict) or resume_from is None:
+            self._resume = resume_from
+        else:
+            self._resume = checkpoint.load(resume_from)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.on_progress = on_progress
         self.env_factory = env_factory
