@@ -141,7 +141,7 @@ def summarize(runs: list[dict], cap: float) -> dict[str, dict]:
     for system in dict.fromkeys(r["system"] for r in runs):
         mine = [r for r in runs if r["system"] == system]
         ok = [r for r in mine if "error" not in r]
-        times = [_time_to_solve(r) for r in mine] if mine else [math.inf]
+        times = [_time_to_solve(r) for r in mine]
         steps = [r["solved_after_steps"] for r in ok if r.get("confirmed")]
         out[system] = {
             "runs": len(mine), "confirmed": sum(bool(r.get("confirmed")) for r in mine),

@@ -124,9 +124,14 @@ def load_policy(path: str | os.PathLike):
     net, cfg = payload["network"], payload["config"]
     model = ActorCritic(int(net["obs_dim"]), int(net["n_actions"]), tuple(net["hidden"]),
                         bool(net.get("continuous", False)))
-    try:
-        model.load_state_dict(payload["model"])
-    except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"{checkpoint_path(path)}: its weights do not fit its own network description "
-                              f"({str(e).splitlines()[0]})") from None
+    load_weights(model, payload["model"])
     return model.eval(), str(net["env"]), dict(cfg.get("env_kwargs") or {})
+
+
+def load_weights(model, state: dict) -> None:
+    """A checkpoint's weights into ``model``; CheckpointError (one line) when they do not fit it."""
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"the checkpoint's weights do not fit this network: "
+                              f"{str(e).splitlines()[0]}") from None

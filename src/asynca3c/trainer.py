@@ -193,7 +193,7 @@ class Trainer:
         model = ActorCritic(self.spec.obs_dim, self.spec.n_actions, cfg.hidden, self._actions.continuous, bounds)
         resume = self._resume
         if resume is not None:
-            _load_weights(model, resume["model"])
+            checkpoint.load_weights(model, resume["model"])
         self._predictor = Predictor(copy.deepcopy(model), self._actions, seed=cfg.seed + 7)
         self.model = self._predictor.model
         self.learner = make_learner(model, cfg, self.device)
@@ -420,8 +420,9 @@ class Trainer:
                 raise errors[0] from None
             raise
         row = self._emit(progress, queue)
+        state = None
         if self.run_dir is not None:  # before the final evaluation: a SIGTERM grace period is short
-            await self._save_checkpoint(progress)
+            state = await self._save_checkpoint(progress)
         final = None
         eval_seed = cfg.seed + 1_000_003
         if cfg.final_eval_episodes and self.env_factory is not None:
@@ -444,7 +445,6 @@ class Trainer:
             stop_reason=self._stop_reason, config=cfg.to_dict(),
         )
         if self.run_dir is not None:
-            state = await learner.state()
             await asyncio.to_thread(self._write_run_dir, result, state)
         self._publish(_END)
         return result
@@ -515,23 +515,29 @@ class Trainer:
         return {"env": self.config.env, "obs_dim": spec.obs_dim, "n_actions": spec.n_actions,
                 "hidden": list(self.config.hidden), "continuous": self._actions.continuous}
 
-    async def _save_checkpoint(self, progress: Progress) -> None:
-        """The run's state to RUN_DIR/checkpoint.pt, atomically (serialized in a thread, off the loop)."""
+    async def _save_checkpoint(self, progress: Progress) -> dict:
+        """The run's state to RUN_DIR/checkpoint.pt, atomically (serialized in a thread, off the loop);
+        returns the learner state it saved."""
         cfg = self.config
         state = await self.learner.state()
         payload = {
             **state, "config": cfg.to_dict(), "counters": progress.state(),
             "network": self._network(),
             "rng": {"torch": torch.get_rng_state(), "predictor": checkpoint.numpy_rng_state(self._predictor.rng),
-                    "agents": [checkpoint.numpy_rng_state(a.rng) for a in self._agents if hasattr(a, "rng")]},
+                    "agents": [checkpoint.numpy_rng_state(a.rng) for a in self._rng_agents()]},
         }
         await asyncio.to_thread(checkpoint.save, self.run_dir / checkpoint.CHECKPOINT_FILE, payload)
+        return state
+
+    def _rng_agents(self) -> list[Agent]:
+        """The agents that draw their own random numbers (async-env groups draw through the predictor)."""
+        return [a for a in self._agents if isinstance(a, Agent)]
 
     def _restore_rng(self, rng: dict) -> None:
         torch.set_rng_state(rng["torch"])
         checkpoint.set_numpy_rng_state(self._predictor.rng, rng["predictor"])
-        agents = [a for a in self._agents if hasattr(a, "rng")]
-        for agent, state in zip(agents, rng["agents"]):  # a run resumed with other agent counts keeps what fits
+        # A run resumed with another number of agents keeps what fits.
+        for agent, state in zip(self._rng_agents(), rng["agents"]):
             checkpoint.set_numpy_rng_state(agent.rng, state)
 
     def _write_run_dir(self, result: TrainResult, state: dict) -> None:
@@ -541,14 +547,6 @@ class Trainer:
         torch.save({"model": state["model"], "network": self._network(), "env_kwargs": self.config.env_kwargs},
                    d / "model.pt")
         (d / "summary.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-
-
-def _load_weights(model: ActorCritic, state: dict) -> None:
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, KeyError, TypeError) as e:
-        raise checkpoint.CheckpointError(f"the checkpoint's weights do not fit this network: "
-                                         f"{str(e).splitlines()[0]}") from None
 
 
 #: Put in metric subscribers' inboxes when training ended.
