@@ -100,7 +100,7 @@ def test_toml_and_yaml_give_the_same_settings(tmp_path):
 def test_shipped_settings_apply_to_the_default_preset_only():
     shipped = config_files.shipped_settings()
     assert shipped["Acrobot-v1"]["seconds"] == 120 and shipped["CartPole-v1"] == {}
-    assert {"CartPole-v1", "Acrobot-v1", "Pendulum-v1"} <= set(shipped)
+    assert {"CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1"} <= set(shipped)
     for env_id, table in shipped.items():  # every shipped table makes a valid Config for its env
         assert config_files.resolve("default", {"env": env_id}) == Config(**{**table, "env": env_id})
     assert config_files.resolve("default", {"env": "Acrobot-v1"}).seconds == 120

@@ -15,6 +15,7 @@ from asynca3c.actions import DiscreteActions, GaussianActions
 from asynca3c.envs import ObsEncoder
 from asynca3c.progress import Progress
 from asynca3c.returns import NStepKernel
+from asynca3c.rewards import TrainingReward
 from asynca3c.samples import SampleBatch
 
 
@@ -35,9 +36,11 @@ class Agent:
 
     def __init__(self, *, envs, encoder: ObsEncoder, policy, actions: DiscreteActions | GaussianActions,
                  queue: asyncio.Queue | None, n_step: int, gamma: float, epsilon: EpsilonSchedule,
-                 progress: Progress, seed: int, evaluation: bool = False, reward_scale: float = 1.0):
+                 progress: Progress, seed: int, evaluation: bool = False,
+                 reward: TrainingReward | None = None):
         self.envs, self.encode, self.policy, self.queue = envs, encoder, policy, queue
-        self.actions, self.reward_scale = actions, reward_scale
+        self.actions = actions
+        self.reward = reward or TrainingReward()  # what the kernel learns from
         self.num_envs = envs.num_envs
         self.kernel = NStepKernel(self.num_envs, n_step, gamma)
         self.epsilon, self.progress, self.evaluation = epsilon, progress, evaluation
@@ -73,8 +76,7 @@ class Agent:
                 obs = self.encode(raw)
                 obs_ring[(u + 1) % R] = obs
                 live = ~resetting
-                count = self.kernel.push(rew * self.reward_scale if self.reward_scale != 1.0 else rew,
-                                         term, trunc, live)
+                count = self.kernel.push(self.reward(rew, obs), term, trunc, live)
                 self.progress.env_steps += int(live.sum())
                 ep_ret += np.where(live, rew, 0.0)
                 ep_len += live

@@ -26,6 +26,7 @@ from asynca3c.envs import ObsEncoder
 from asynca3c.predictor import Predictor
 from asynca3c.progress import Progress
 from asynca3c.returns import NStepKernel
+from asynca3c.rewards import TrainingReward
 from asynca3c.samples import SampleBatch
 
 
@@ -54,9 +55,9 @@ class AsyncEnvAgents:
 
     def __init__(self, *, envs: list, encoder: ObsEncoder, policy: Predictor, queue: asyncio.Queue | None,
                  n_step: int, gamma: float, epsilon: EpsilonSchedule, progress: Progress, seed: int,
-                 evaluation: bool = False, reward_scale: float = 1.0):
+                 evaluation: bool = False, reward: TrainingReward | None = None):
         self.envs = AsyncEnvs(envs)
-        self.reward_scale = reward_scale
+        self.reward = reward or TrainingReward()  # what the kernel learns from
         self.encode, self.policy, self.queue = encoder, policy, queue
         self.kernel = NStepKernel(len(envs), n_step, gamma)
         self.ring = n_step + 2  # each env's last steps: enough for any open window and its bootstrap
@@ -96,7 +97,7 @@ class AsyncEnvAgents:
             reward = float(reward)
             obs = encode(_rows(raw))
             history[(t + 1) % R] = (obs, None, None, None)
-            count = k.push_one(i, reward * self.reward_scale, bool(terminated), bool(truncated))
+            count = k.push_one(i, self.reward.one(reward, obs), bool(terminated), bool(truncated))
             progress.env_steps += 1
             ep_ret += reward
             ep_len += 1

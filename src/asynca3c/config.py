@@ -58,6 +58,10 @@ class Config:
     gamma: float = _f(0.99, "discount factor")
     reward_scale: float = _f(1.0, "rewards are multiplied by this before returns are computed (reported "
                                   "returns stay unscaled); keeps value targets near 1 for large rewards")
+    novelty_bonus: float = _f(0.0, "beta of a count-based exploration bonus: beta/sqrt(visits) is added to the "
+                                   "(scaled) reward on arriving in a cell of a grid over the observation box; "
+                                   "for sparse rewards such as MountainCar's; needs finite bounds (0: off)")
+    novelty_bins: int = _f(16, "cells per observation dimension of the novelty bonus's grid")
     # --- optimization
     optimizers: int = _f(2, "optimizer tasks feeding minimize steps to the learner's executor")
     learner: str = _f("process", "where minimize steps run: 'process' (one worker process with its own "
@@ -105,7 +109,7 @@ class Config:
 
         need(isinstance(self.env, str) and self.env, "env", "a gymnasium environment id")
         for name in ("agents", "envs_per_agent", "optimizers", "min_batch", "max_batch", "queue_size",
-                     "solve_window", "n_step"):
+                     "solve_window", "n_step", "novelty_bins"):
             v = getattr(self, name)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, "an integer >= 1")
         for name in ("eval_envs", "epsilon_steps", "steps", "torch_threads", "final_eval_episodes"):
@@ -119,7 +123,7 @@ class Config:
         for name in ("lr", "rmsprop_eps", "log_interval", "reward_scale"):
             need(_num(getattr(self, name)) and getattr(self, name) > 0, name, "a number > 0")
         need(_num(self.rmsprop_alpha) and 0 <= self.rmsprop_alpha < 1, "rmsprop_alpha", "a number in [0, 1)")
-        for name in ("value_coef", "entropy_coef", "max_grad_norm", "seconds", "save_every"):
+        for name in ("value_coef", "entropy_coef", "max_grad_norm", "seconds", "save_every", "novelty_bonus"):
             need(_num(getattr(self, name)) and getattr(self, name) >= 0, name, "a number >= 0")
         for name in ("epsilon_start", "epsilon_end"):
             v = getattr(self, name)

@@ -31,6 +31,7 @@ from asynca3c.model import ActorCritic
 from asynca3c.optimizer import STOP, optimizer_task
 from asynca3c.predictor import Predictor
 from asynca3c.progress import Progress
+from asynca3c.rewards import NoveltyBonus, TrainingReward
 from asynca3c.tensorboard_log import TensorBoardLog
 
 log = logging.getLogger("asynca3c")
@@ -133,6 +134,7 @@ class Trainer:
         self._host_cancelled = False
         self._tensorboard = None  # TensorBoardLog, with config.tensorboard
         self._actions = None  # DiscreteActions or GaussianActions, once the env's spaces are known
+        self._novelty: NoveltyBonus | None = None  # visit counts, with config.novelty_bonus
 
     @property
     def threshold(self) -> float | None:
@@ -179,6 +181,8 @@ class Trainer:
         if cfg.until_solved and self.threshold is None:
             raise ConfigError(f"until_solved needs a reward threshold: {cfg.env!r} has none in its "
                               "spec; set reward_threshold")
+        if cfg.novelty_bonus:
+            self._novelty = NoveltyBonus.for_spec(self.spec, cfg.novelty_bins, cfg.novelty_bonus, seed=cfg.seed)
         if cfg.tensorboard:
             if self.run_dir is None:
                 raise ConfigError("tensorboard=True needs a run directory (Trainer(..., run_dir=...))")
@@ -210,6 +214,8 @@ class Trainer:
             self._agents = self._make_agents(self._predictor, queue, progress)
             if resume is not None:
                 self._restore_rng(resume["rng"])
+                if self._novelty is not None and "novelty_counts" in resume:
+                    self._novelty.restore(resume["novelty_counts"].numpy())
         except BaseException:
             await self.aclose()
             raise
@@ -364,6 +370,10 @@ class Trainer:
             raise TrainerClosed("the trainer was not started: use 'async with Trainer(...)'")
         return self._row(self._progress, self._queue)
 
+    def novelty_counts(self) -> np.ndarray | None:
+        """Visits per cell of the novelty bonus's grid (a copy); None without ``novelty_bonus``."""
+        return None if self._novelty is None else self._novelty.state()
+
     def _row(self, progress: Progress, queue: asyncio.Queue) -> dict:
         row = progress.snapshot()
         row.update(queue_depth=queue.qsize(), loop_lag_p99_ms=self.loop_lag.p99_ms(),
@@ -456,7 +466,7 @@ class Trainer:
         entropy = [cfg.seed, progress.env_steps] if progress.env_steps else cfg.seed
         seeds = np.random.SeedSequence(entropy).generate_state(cfg.agents + 1)
         common = dict(encoder=self._encode, policy=predictor, n_step=cfg.n_step, gamma=cfg.gamma, progress=progress,
-                      reward_scale=cfg.reward_scale)
+                      reward=TrainingReward(cfg.reward_scale, self._novelty))
 
         def make(n: int, **kw) -> Agent | AsyncEnvAgents:
             if self.env_factory is None:
@@ -526,6 +536,8 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(), "predictor": checkpoint.numpy_rng_state(self._predictor.rng),
                     "agents": [checkpoint.numpy_rng_state(a.rng) for a in self._rng_agents()]},
         }
+        if self._novelty is not None:
+            payload["novelty_counts"] = torch.from_numpy(self._novelty.state())
         await asyncio.to_thread(checkpoint.save, self.run_dir / checkpoint.CHECKPOINT_FILE, payload)
         return state
 
