@@ -5,7 +5,9 @@ drives each such environment with its own coroutine, so while one waits the
 others act, and throughput should rise with the number of environments
 ("agents") toward the ideal agents / latency. Beside it, the seed's threaded
 design (bench/seed_threaded.py) with one thread per agent and the same latency
-(a sleep per step). Systems run one after another.
+(a sleep per step). Systems run one after another. The ceiling column is the
+same number of bare coroutines doing nothing but the sleep, on the same loop:
+what one event-loop thread can reach before any training work.
 
     python bench/bench_async_env.py [--latency 0.002] [--agents 1,4,16,64,256] [--seconds 5] [--json out.json]
 """
@@ -13,9 +15,11 @@ design (bench/seed_threaded.py) with one thread per agent and the same latency
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import platform
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,6 +45,29 @@ def run_asynca3c(agents: int, latency: float, seconds: float) -> dict:
             "loop_lag_p99_ms": r.loop_lag_p99_ms, "loop_lag_max_ms": r.loop_lag_max_ms}
 
 
+def run_bare_sleepers(agents: int, latency: float, seconds: float) -> float:
+    """Wake-ups per second of ``agents`` coroutines that only ``await asyncio.sleep(latency)``."""
+    async def main():
+        stop, wakeups = False, 0
+
+        async def sleeper():
+            nonlocal wakeups
+            while not stop:
+                await asyncio.sleep(latency)
+                wakeups += 1
+
+        tasks = [asyncio.create_task(sleeper()) for _ in range(agents)]
+        await asyncio.sleep(0.2)  # every sleeper started
+        wakeups, start = 0, time.perf_counter()
+        await asyncio.sleep(seconds)
+        rate = wakeups / (time.perf_counter() - start)
+        stop = True
+        await asyncio.gather(*tasks)
+        return rate
+
+    return run_on_uvloop(main())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--latency", type=float, default=0.002, help="seconds each step awaits (default 0.002)")
@@ -51,21 +78,24 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     counts = [int(a) for a in args.agents.split(",")]
     print(f"async env: CartPole dynamics behind {args.latency * 1000:g} ms per step; {args.seconds:g} s per run")
-    print("| agents | ideal steps/s | asynca3c steps/s | of ideal | asynca3c loop lag p99 (ms) | "
-          "seed threaded steps/s | of ideal | asynca3c / seed |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| agents | ideal steps/s | bare-sleep ceiling | of ideal | asynca3c steps/s | of ideal | "
+          "asynca3c loop lag p99 (ms) | seed threaded steps/s | of ideal | asynca3c / seed |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     for n in counts:
         ideal = n / args.latency
+        bare = run_bare_sleepers(n, args.latency, min(args.seconds, 2.0))
         ours = run_asynca3c(n, args.latency, args.seconds)
         seed = None
         if not args.no_seed:
             s = seed_threaded.run("CartPole-v1", args.seconds, latency=args.latency, agents=n, eval_agents=0)
             seed = s["steps_per_second"]
-        rows.append({"agents": n, "ideal": ideal, "asynca3c": ours, "seed_threaded_steps_per_second": seed})
+        rows.append({"agents": n, "ideal": ideal, "bare_sleep_per_second": bare, "asynca3c": ours,
+                     "seed_threaded_steps_per_second": seed})
         seed_cells = (f"{seed:,.0f} | {seed / ideal:.0%} | {ours['steps_per_second'] / seed:.1f}x"
                       if seed else "- | - | -")
-        print(f"| {n} | {ideal:,.0f} | {ours['steps_per_second']:,.0f} | {ours['steps_per_second'] / ideal:.0%} | "
+        sps = ours["steps_per_second"]
+        print(f"| {n} | {ideal:,.0f} | {bare:,.0f} | {bare / ideal:.0%} | {sps:,.0f} | {sps / ideal:.0%} | "
               f"{ours['loop_lag_p99_ms']:.1f} | {seed_cells} |", flush=True)
     last = rows[-1]
     if last["agents"] == 256:

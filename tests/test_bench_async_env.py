@@ -22,6 +22,7 @@ def test_bench_async_env_writes_rows_for_each_agent_count(tmp_path, capsys):
     for row in data["rows"]:
         assert row["ideal"] == row["agents"] / 0.002
         assert row["asynca3c"]["steps_per_second"] > 0 and row["seed_threaded_steps_per_second"] > 0
+        assert 0 < row["bare_sleep_per_second"] <= row["ideal"] * 1.05  # no sleeper wakes early
     assert "| 8 | 4,000 |" in capsys.readouterr().out
 
 
