@@ -24,8 +24,8 @@ DIRECTIVES = {
 
 extensions = [
     Extension(
-        "asynca3c._returns",
-        ["src/asynca3c/_returns.pyx"],
+        "asynca3c.core._returns",
+        ["src/asynca3c/core/_returns.pyx"],
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],

@@ -25,10 +25,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import seed_threaded  # noqa: E402
+from latency_env import LatencyCartPole  # noqa: E402
 
 from asynca3c import Config, Trainer  # noqa: E402
-from asynca3c.latency_env import LatencyCartPole  # noqa: E402
-from asynca3c.trainer import run_on_uvloop  # noqa: E402
+from asynca3c.runtime.trainer import run_on_uvloop  # noqa: E402
 
 TARGET_RATIO_AT_256 = 0.70
 

@@ -1,3 +1,7 @@
-from asynca3c.bench_returns import main
+"""The n-step return kernel's microbenchmark: the same as ``asynca3c bench returns``."""
 
-raise SystemExit(main())
+import sys
+
+from asynca3c.cli import main
+
+raise SystemExit(main(["bench", "returns", *sys.argv[1:]]))

@@ -25,7 +25,8 @@ TARGET_MEDIAN_S, TARGET_MAX_S, TARGET_STEPS_PER_S = 5.0, 15.0, 150_000
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=10, help="seeds 0..S-1 (default 10)")
+    p.add_argument("--seeds", type=int, default=10, help="seeds F..F+S-1 (default 10)")
+    p.add_argument("--first-seed", type=int, default=0, metavar="F", help="the first seed (default 0)")
     p.add_argument("--cap", type=float, default=15.0, help="wall-clock cap per run in seconds (default 15)")
     p.add_argument("--env", default="CartPole-v1")
     p.add_argument("--preset", default="default")
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     print(f"{args.env}, preset {args.preset} {overrides or ''}, {args.seeds} seeds, cap {args.cap:g} s")
     print("| seed | solved after (s) | steps to solve | steps/s | updates | eval return (100 fresh) | confirmed |")
     print("|---:|---:|---:|---:|---:|---:|:---:|")
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         cfg: Config = preset(args.preset, env=args.env, seed=seed, seconds=args.cap, until_solved=True,
                              **overrides)
         r = train(cfg).to_dict()

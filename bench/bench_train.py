@@ -12,7 +12,7 @@ process with a wall-clock cap:
 
 One rule for all: solved when the mean return of the last 100 episodes played
 without epsilon reaches the reward threshold (475), confirmed afterwards by 100
-fresh evaluation episodes of the final policy (``asynca3c.evaluation.evaluate``
+fresh evaluation episodes of the final policy (``asynca3c.core.evaluation.evaluate``
 for every system). Wall clock counts from the start of training. Peak memory is
 the run process's maximum resident set plus its largest child's (asynca3c's
 learner process).
@@ -67,7 +67,7 @@ def _write_progress(run_dir: Path, rows: list[dict]) -> None:
 
 
 def _confirm(result: dict, policy, env_id: str, seed: int) -> dict:
-    from asynca3c.evaluation import evaluate
+    from asynca3c.core.evaluation import evaluate
 
     final = evaluate(policy, env_id, EVAL_EPISODES, seed=10_000 + seed)
     result.update(eval_mean_return=final.mean, eval_std_return=final.std, eval_episodes=len(final.returns))
@@ -81,7 +81,7 @@ def run_one(system: str, seed: int, cap: float, device: str, run_dir: Path, env_
     rows: list[dict] = []
     if system.startswith("asynca3c"):
         from asynca3c.config import preset
-        from asynca3c.trainer import train
+        from asynca3c.runtime.trainer import train
 
         cfg = preset("seed" if system == "asynca3c-seed" else "default", env=env_id, seed=seed, seconds=cap,
                      until_solved=True, device=device, log_interval=log_interval,
@@ -280,7 +280,7 @@ def main(argv=None) -> int:
     (args.out / "results.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (args.out / "results.md").write_text(f"`{command}`\n\n" + table)
 
-    from asynca3c.curves import CurveError, plot, read_curve, runs_under
+    from asynca3c.outputs.curves import CurveError, plot, read_curve, runs_under
 
     try:
         groups = {s: [read_curve(d) for d in runs_under(args.out / "runs" / s)] for s in systems}

@@ -33,9 +33,9 @@ from collections import deque
 import gymnasium as gym
 import numpy as np
 import torch
+from latency_env import LatencyCartPole
 
-from asynca3c.latency_env import LatencyCartPole
-from asynca3c.model import ActorCritic
+from asynca3c.core.model import ActorCritic
 
 SEED = dict(agents=8, optimizers=2, n_step=8, gamma=0.99, eps_start=0.4, eps_stop=0.15, eps_steps=75_000,
             min_batch=32, lr=0.005, value_coef=0.5, entropy_coef=0.01, hidden=16, thread_delay=0.001)

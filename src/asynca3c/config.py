@@ -11,11 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from asynca3c.returns import check_gamma_n
-
-
-class ConfigError(ValueError):
-    """A setting a user gave is not allowed; the message names it."""
+from asynca3c.checks import check_gamma_n
+from asynca3c.errors import ConfigError
 
 
 def _f(default, help: str, **kw):

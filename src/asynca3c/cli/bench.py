@@ -1,0 +1,59 @@
+"""``asynca3c bench returns``: the n-step return kernel's microbenchmark (the harness lives in
+``asynca3c.core._kernel_bench``; ``bench/bench_returns.py`` runs this same command)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from asynca3c.cli.common import OneLineErrorParser
+
+
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {s}")
+    return v
+
+
+def _gamma(s: str) -> float:
+    v = float(s)
+    if not 0.0 < v <= 1.0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be in (0, 1] (the seed's update divides by gamma), got {s}")
+    return v
+
+
+def add_parser(sub) -> None:
+    bench = sub.add_parser("bench", help="microbenchmarks")
+    bench_sub = bench.add_subparsers(parser_class=OneLineErrorParser, dest="bench", required=True,
+                                     metavar="BENCHMARK")
+    p = bench_sub.add_parser("returns", help="the n-step return kernel against Python and numpy",
+                             description="Time the n-step return systems (ns per transition).")
+    p.set_defaults(run=run_returns)
+    p.add_argument("--envs", type=_positive_int, default=64, help="environments per batch (default 64)")
+    p.add_argument("--n", type=_positive_int, default=8, help="n of the n-step returns (default 8)")
+    p.add_argument("--gamma", type=_gamma, default=0.99, help="discount in (0, 1] (default 0.99)")
+    p.add_argument("--steps", type=_positive_int, default=1_000_000,
+                   help="transitions per measurement, rounded up to a multiple of --envs (default 1000000)")
+    p.add_argument("--repeats", type=_positive_int, default=5, help="measurements per system (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the data (default 0)")
+    p.add_argument("--check-steps", type=_positive_int, default=20_000,
+                   help="transitions of the agreement check run before timing (default 20000)")
+    p.add_argument("--json", metavar="PATH", help="write all figures, parameters and machine info here")
+
+
+def run_returns(args: argparse.Namespace) -> int:
+    from asynca3c.core._kernel_bench import format_table, format_targets, run_benchmark
+
+    print(f"n-step returns: envs={args.envs} n={args.n} gamma={args.gamma} steps={args.steps} "
+          f"repeats={args.repeats}")
+    report = run_benchmark(envs=args.envs, n=args.n, gamma=args.gamma, steps=args.steps,
+                           repeats=args.repeats, seed=args.seed, check_steps=args.check_steps)
+    print(format_table(report))
+    print(format_targets(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0 if report["agreement"]["ok"] else 1
+

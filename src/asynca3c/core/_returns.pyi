@@ -1,0 +1,40 @@
+"""Type stub for the compiled n-step return kernel (see _returns.pyx)."""
+
+import numpy as np
+import numpy.typing as npt
+
+def as_float_array(x: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]: ...
+def as_flag_array(x: npt.ArrayLike, name: str) -> npt.NDArray[np.bool_]: ...
+
+class NStepKernel:
+    num_envs: int
+    n: int
+    gamma: float
+    env: npt.NDArray[np.int64]
+    start: npt.NDArray[np.int64]
+    boot: npt.NDArray[np.int64]
+    returns: npt.NDArray[np.float64]
+    discounts: npt.NDArray[np.float64]
+    steps: npt.NDArray[np.int64]
+    def __init__(self, num_envs: int, n: int, gamma: float) -> None: ...
+    @property
+    def pending(self) -> npt.NDArray[np.intp]: ...
+    def push(
+        self,
+        rewards: npt.NDArray[np.float64],
+        terminated: npt.NDArray[np.bool_],
+        truncated: npt.NDArray[np.bool_],
+        mask: npt.NDArray[np.bool_] | None = None,
+    ) -> int: ...
+    def push_one(
+        self, env: int, reward: float, terminated: bool = False, truncated: bool = False
+    ) -> int: ...
+
+def trajectory_returns(
+    kernel: NStepKernel,
+    rewards: npt.NDArray[np.float64],
+    terminated: npt.NDArray[np.bool_],
+    truncated: npt.NDArray[np.bool_],
+    returns: npt.NDArray[np.float64],
+    discounts: npt.NDArray[np.float64],
+) -> None: ...

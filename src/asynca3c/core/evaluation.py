@@ -1,0 +1,94 @@
+"""Evaluation episodes: a policy without epsilon, on fresh environments.
+
+A policy is either an asynca3c ``ActorCritic`` (actions sampled from its
+softmax, or its most likely action) or any callable mapping a batch of raw
+observations to a batch of actions, so other libraries' agents are judged by
+exactly the same episodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from asynca3c.core.actions import for_spec as actions_for
+from asynca3c.core.envs import EnvSpec, ObsEncoder, inspect_env, make_vector_env
+from asynca3c.core.model import ActorCritic
+
+#: A batch of raw observations -> a batch of actions.
+PolicyFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class EvalResult:
+    returns: list[float]
+
+    def stats(self) -> dict[str, float]:
+        """Mean, std, min and max of the returns."""
+        r = np.asarray(self.returns, dtype=np.float64)
+        return {"mean": float(r.mean()), "std": float(r.std()), "min": float(r.min()), "max": float(r.max())}
+
+    @property
+    def mean(self) -> float:
+        return self.stats()["mean"]
+
+    @property
+    def std(self) -> float:
+        return self.stats()["std"]
+
+
+def evaluate(policy: ActorCritic | PolicyFn, env_id: str, episodes: int = 100, *, env_kwargs: dict | None = None,
+             seed: int = 0, deterministic: bool = False, chunk: int = 128) -> EvalResult:
+    """Play ``episodes`` episodes (each on its own env, so short ones are not over-counted).
+
+    A model's actions are sampled from its policy (``deterministic``: its most
+    likely action); a callable decides for itself.
+    """
+    returns: list[float] = []
+    for _ in play(policy, env_id, episodes, env_kwargs, seed, deterministic, chunk, returns):
+        pass
+    return EvalResult(returns)
+
+
+def model_policy(model: ActorCritic, spec: EnvSpec, deterministic: bool, rng: np.random.Generator) -> PolicyFn:
+    """The model as a batch policy: sampled actions, or the most likely ones (within a Box's bounds)."""
+    encode, actions = ObsEncoder(spec), actions_for(spec)
+
+    def act(raw: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out, _ = model(torch.from_numpy(encode(raw)))
+            params = model.action_params(out).numpy()
+        chosen = actions.greedy(params) if deterministic else actions.choose(params, 0.0, rng)[0]
+        return actions.to_env(chosen)
+
+    return act
+
+
+def play(policy: ActorCritic | PolicyFn, env_id: str, episodes: int, env_kwargs: dict | None, seed: int,
+         deterministic: bool, chunk: int, returns: list[float]) -> Iterator[None]:
+    """Plays the episodes, appending their returns; yields after every vector step, so a loop-side
+    caller can hand control back to its event loop between steps."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if isinstance(policy, ActorCritic):
+        policy = model_policy(policy, inspect_env(env_id, env_kwargs), deterministic, np.random.default_rng(seed))
+    elif not callable(policy):
+        raise TypeError(f"policy must be an ActorCritic or a callable (observations -> actions), "
+                        f"got {type(policy).__name__}")
+    for first in range(0, episodes, chunk):
+        k = min(chunk, episodes - first)
+        envs = make_vector_env(env_id, k, env_kwargs)
+        try:
+            raw, _ = envs.reset(seed=seed + first)
+            ep_ret, running = np.zeros(k), np.ones(k, dtype=bool)
+            while running.any():
+                raw, rew, term, trunc, _ = envs.step(np.asarray(policy(raw)))
+                ep_ret += np.where(running, rew, 0.0)
+                running &= ~(term | trunc)
+                yield
+            returns.extend(ep_ret.tolist())
+        finally:
+            envs.close()

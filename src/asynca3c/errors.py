@@ -1,0 +1,44 @@
+"""Every error asynca3c raises on purpose, under one base class.
+
+A host catches ``Asynca3cError`` to handle anything the library refused or
+lost; each subclass also keeps the built-in base its callers already catch
+(``ValueError`` for bad input, ``RuntimeError`` for a run that cannot go on).
+Torch-free and import-free, so every layer and the CLI can import it cheaply.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Asynca3cError", "CheckpointError", "ConfigError", "CurveError", "EnvError", "LearnerError",
+           "TrainerClosed", "VideoError"]
+
+
+class Asynca3cError(Exception):
+    """Base of every error asynca3c raises on purpose."""
+
+
+class ConfigError(Asynca3cError, ValueError):
+    """A setting a user gave is not allowed; the message names it."""
+
+
+class EnvError(Asynca3cError, ValueError):
+    """An environment id, its arguments or its spaces are not usable; the message says why."""
+
+
+class CheckpointError(Asynca3cError, ValueError):
+    """A checkpoint that cannot be used: missing, corrupt, truncated, or for another env or network."""
+
+
+class CurveError(Asynca3cError, ValueError):
+    """A run directory without a usable progress file, or nothing to draw."""
+
+
+class VideoError(Asynca3cError, ValueError):
+    """A video that cannot be made: unknown format, missing packages, an env that does not render."""
+
+
+class LearnerError(Asynca3cError, RuntimeError):
+    """The learner process died or could not start."""
+
+
+class TrainerClosed(Asynca3cError, RuntimeError):
+    """The trainer is not running: not started yet, or already closed."""

@@ -1,0 +1,70 @@
+"""The learner's worker process: ``python -m asynca3c.runtime.learner_worker``.
+
+Reads requests from stdin and answers each, in order, on stdout, as frames
+(``asynca3c.runtime.wire``); the parent (``learner_client.ProcessLearner``) is
+the only peer, and it sends only what it pickled itself. Imports the core and
+the wire format, nothing of the loop side. Anything the worker would print goes
+to stderr so the protocol stream stays clean.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import traceback
+from typing import BinaryIO
+
+from asynca3c.core.learner import Learner, LearnerSpec
+from asynca3c.runtime.wire import read_frame, write_frame
+
+
+def serve(inp: BinaryIO, out: BinaryIO) -> None:
+    """Answer requests until 'close' or end of input. Requests are (op, arg)."""
+    learner: Learner | None = None
+    while True:
+        request = read_frame(inp)
+        if request is None or request[0] == "close":
+            return
+        op, arg = request
+        try:
+            if op == "init":
+                if not isinstance(arg, LearnerSpec):
+                    raise TypeError(f"init needs a LearnerSpec, got {type(arg).__name__}")
+                learner = arg.build()
+                reply: object = learner.version
+            elif learner is None:
+                raise RuntimeError(f"learner request {op!r} before 'init'")
+            elif op == "step":
+                stats, weights = learner.step(arg)
+                reply = (stats, [w.numpy() for w in weights])
+            elif op == "state":
+                reply = learner.state()
+            elif op == "load":
+                learner.load(arg)
+                reply = None
+            else:
+                raise ValueError(f"unknown learner request {op!r}")
+        except Exception as exc:  # the parent re-raises it where it awaited the request
+            write_frame(out, ("error", _portable(exc), traceback.format_exc()))
+            continue
+        write_frame(out, ("ok", reply))
+
+
+def _portable(exc: Exception) -> Exception:
+    """The exception itself when it survives pickling, else a RuntimeError with its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def main() -> None:
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    sys.stdout = sys.stderr  # stray prints must not corrupt the frames
+    serve(sys.stdin.buffer, out)
+
+
+if __name__ == "__main__":
+    main()

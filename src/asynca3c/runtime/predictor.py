@@ -1,0 +1,110 @@
+"""Batched inference: one forward pass answers every agent that is waiting.
+
+Per-agent ``predict`` calls were the main cost of the seed's design; a small
+MLP costs about the same for 1 row as for hundreds, so the predictor gathers
+the observations of all agents that are ready and runs one forward for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from asynca3c.core.actions import DiscreteActions, GaussianActions
+from asynca3c.core.model import ActorCritic
+
+
+class Predictor:
+    """Holds the acting copy of the network (CPU) and answers ``infer`` requests."""
+
+    def __init__(self, model: ActorCritic, actions: DiscreteActions | GaussianActions, seed: int = 0):
+        self.model = model.eval()
+        self.actions = actions
+        self.version = 0
+        # (observation rows, future, epsilon): epsilon None asks for probabilities, a number for one action
+        self._pending: list[tuple[np.ndarray, asyncio.Future, float | None]] = []
+        self.rng = np.random.default_rng(seed)
+        self._wake = asyncio.Event()
+        self._failed: BaseException | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        """Answer every waiting and every later request with ``exc`` (the run ended or broke)."""
+        self._failed = exc
+        pending, self._pending = self._pending, []
+        for _, fut, _ in pending:
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def set_weights(self, weights: Sequence[torch.Tensor | np.ndarray], version: int) -> None:
+        """Adopt a finished snapshot; older snapshots arriving late are ignored."""
+        if version <= self.version:
+            return
+        tensors = [torch.as_tensor(w) for w in weights]
+        with torch.no_grad():
+            torch._foreach_copy_(list(self.model.parameters()), tensors)
+        self.version = version
+
+    async def infer(self, obs: np.ndarray) -> tuple[np.ndarray, int]:
+        """Policy parameters per row (probabilities, or Gaussian ``[mean | std]``) and the policy version."""
+        return await self._request(obs, None)
+
+    async def choose(self, row: np.ndarray, epsilon: float) -> tuple[int | list[float], float, int]:
+        """One action for one observation row [1, obs_dim], drawn in the batch (cheaper than
+        sampling per caller): (action, its probability (density) with epsilon, policy version)."""
+        return await self._request(row, epsilon)
+
+    async def _request(self, obs: np.ndarray, epsilon: float | None):
+        if self._failed is not None:
+            raise self._failed
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((obs, fut, epsilon))
+        self._wake.set()
+        return await fut
+
+    async def run(self) -> None:
+        """Serve requests until cancelled."""
+        try:
+            while True:
+                await self._wake.wait()
+                # Yield until no more requests arrive, so every ready agent joins this batch.
+                seen = -1
+                while seen != len(self._pending):
+                    seen = len(self._pending)
+                    await asyncio.sleep(0)
+                self._wake.clear()
+                batch, self._pending = self._pending, []
+                self._answer([r for r in batch if not r[1].done()])
+        finally:
+            for _, fut, _ in self._pending:
+                fut.cancel()
+
+    def _answer(self, batch: list[tuple[np.ndarray, asyncio.Future, float | None]]) -> None:
+        if not batch:
+            return
+        try:
+            obs = np.concatenate([r[0] for r in batch]) if len(batch) > 1 else batch[0][0]
+            with torch.inference_mode():
+                out, _ = self.model(torch.from_numpy(obs))
+                probs = self.model.action_params(out).numpy()
+        except Exception as exc:
+            for _, fut, _ in batch:
+                fut.set_exception(exc)
+            raise
+        rows = np.fromiter((len(r[0]) for r in batch), np.int64, len(batch))
+        offsets = np.cumsum(rows) - rows
+        chooser = np.fromiter((r[2] is not None for r in batch), bool, len(batch))
+        if chooser.any():
+            idx = offsets[chooser]
+            eps = np.fromiter((r[2] for r in batch if r[2] is not None), np.float64, len(idx))
+            actions, prob = self.actions.choose(probs[idx], eps, self.rng)
+            choices = iter(zip(actions.tolist(), prob.tolist(), strict=True))
+        version = self.version
+        for (o, fut, epsilon), i in zip(batch, offsets.tolist(), strict=True):
+            if epsilon is None:
+                fut.set_result((probs[i:i + len(o)], version))
+            else:
+                action, p = next(choices)
+                fut.set_result((action, p, version))

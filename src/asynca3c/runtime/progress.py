@@ -1,0 +1,110 @@
+"""Counters and episode statistics of a run, and the 'solved' rule.
+
+Plain synchronous bookkeeping, written to by agents and optimizer tasks on the
+loop thread and read by the trainer's monitor.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+
+from asynca3c.core.messages import ProgressRow, StepStats
+
+
+class Progress:
+    """What happened so far. 'Solved': the mean return of the evaluation agent's
+    last ``window`` episodes reaches ``threshold``."""
+
+    def __init__(self, window: int, threshold: float | None, on_solved: Callable[[], None] | None = None):
+        self.start = time.perf_counter()
+        self.offset = 0.0  # seconds trained before a resume
+        self.window, self.threshold, self.on_solved = window, threshold, on_solved
+        self.env_steps = 0
+        self.episodes = 0
+        self.updates = 0
+        self.samples_trained = 0
+        self.lag_sum = 0.0
+        self.train_returns: deque[float] = deque(maxlen=window)
+        self.eval_returns: deque[float] = deque(maxlen=window)
+        self.lengths: deque[int] = deque(maxlen=window)  # of all agents' episodes
+        self.eval_episodes = 0
+        self.solved_after_seconds: float | None = None
+        self.solved_after_steps: int | None = None
+        self.last_stats: StepStats | None = None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start + self.offset
+
+    #: What a checkpoint keeps so a resumed run continues its counters and its solve window.
+    _KEPT = ("env_steps", "episodes", "updates", "samples_trained", "lag_sum", "eval_episodes",
+             "solved_after_seconds", "solved_after_steps")
+
+    def state(self) -> dict:
+        """Counters, seconds so far and the recent returns, as plain values."""
+        return {**{k: getattr(self, k) for k in self._KEPT}, "seconds": self.elapsed(),
+                "train_returns": list(self.train_returns), "eval_returns": list(self.eval_returns)}
+
+    def restore(self, state: dict) -> None:
+        for k in self._KEPT:
+            setattr(self, k, state[k])
+        self.offset = float(state["seconds"])
+        self.train_returns.extend(state["train_returns"])
+        self.eval_returns.extend(state["eval_returns"])
+
+    def add_episode(self, ret: float, evaluation: bool, length: int = 0) -> None:
+        self.episodes += 1
+        self.lengths.append(length)
+        (self.eval_returns if evaluation else self.train_returns).append(ret)
+        if not evaluation:
+            return
+        self.eval_episodes += 1
+        if (self.solved_after_seconds is None and self.threshold is not None
+                and len(self.eval_returns) == self.window and self.eval_mean() >= self.threshold):
+            self.solved_after_seconds = self.elapsed()
+            self.solved_after_steps = self.env_steps
+            if self.on_solved is not None:
+                self.on_solved()
+
+    def add_update(self, stats: StepStats) -> None:
+        self.updates += 1
+        self.samples_trained += stats.batch_size
+        self.lag_sum += stats.lag_sum
+        self.last_stats = stats
+
+    @property
+    def solved(self) -> bool:
+        return self.solved_after_seconds is not None
+
+    def eval_mean(self) -> float:
+        return sum(self.eval_returns) / len(self.eval_returns) if self.eval_returns else math.nan
+
+    def train_mean(self) -> float:
+        return sum(self.train_returns) / len(self.train_returns) if self.train_returns else math.nan
+
+    def policy_lag_mean(self) -> float:
+        return self.lag_sum / self.samples_trained if self.samples_trained else math.nan
+
+    def snapshot(self) -> ProgressRow:
+        """A flat record of the current figures (a progress CSV row, a metrics event)."""
+        t = self.elapsed()
+        s = self.last_stats
+        return {
+            "seconds": round(t, 4),
+            "env_steps": self.env_steps,
+            "steps_per_second": self.env_steps / t if t > 0 else 0.0,
+            "episodes": self.episodes,
+            "updates": self.updates,
+            "eval_episodes": self.eval_episodes,
+            "eval_return_mean": self.eval_mean(),
+            "train_return_mean": self.train_mean(),
+            "episode_length_mean": sum(self.lengths) / len(self.lengths) if self.lengths else math.nan,
+            "policy_lag_mean": self.policy_lag_mean(),
+            "policy_loss": s.policy_loss if s else math.nan,
+            "value_loss": s.value_loss if s else math.nan,
+            "entropy": s.entropy if s else math.nan,
+            "grad_norm": s.grad_norm if s else math.nan,
+            "solved": self.solved,
+        }

@@ -1,0 +1,141 @@
+"""Action and observation spaces beyond CartPole's: Box actions (the Gaussian policy, its action
+handling, a training smoke run) and Discrete observations that do not start at 0."""
+
+from __future__ import annotations
+
+import asyncio
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from asynca3c import Config, Trainer
+from asynca3c.core.actions import GaussianActions
+from asynca3c.core.envs import ObsEncoder, inspect_env
+from asynca3c.core.model import ActorCritic
+
+
+def test_pendulum_is_described_as_a_box_action_space():
+    spec = inspect_env("Pendulum-v1")
+    assert (spec.action_kind, spec.n_actions, spec.action_low, spec.action_high) == ("box", 1, (-2.0,), (2.0,))
+
+
+def test_log_prob_and_entropy_match_torch_distributions():
+    torch.manual_seed(0)
+    model = ActorCritic(3, 2, (8,), continuous=True)
+    with torch.no_grad():
+        model.log_std.copy_(torch.tensor([-0.5, 0.3]))
+    obs, actions = torch.randn(5, 3), torch.randn(5, 2)
+    out, _ = model(obs)
+    logp, entropy = model.log_prob_entropy(out, actions)
+    mean = out[:, :2]
+    assert torch.all(mean.abs() <= 1)  # the mean lives in the normalized box
+    normal = torch.distributions.Normal(mean, model.log_std.exp())
+    torch.testing.assert_close(logp, normal.log_prob(actions).sum(-1))
+    torch.testing.assert_close(entropy, normal.entropy().sum(-1))
+    params = model.action_params(out)
+    torch.testing.assert_close(params[:, 2:], model.log_std.exp().expand(5, 2))
+
+
+def test_gaussian_actions_sample_explore_and_map_onto_the_box():
+    acts = GaussianActions(np.array([-2.0, 0.0]), np.array([2.0, 10.0]))
+    rng = np.random.default_rng(0)
+    params = np.tile(np.array([[0.5, -0.5, 0.1, 0.2]], np.float32), (20_000, 1))
+    a, density = acts.choose(params, 0.0, rng)
+    assert a.shape == (20_000, 2) and a.dtype == np.float32
+    np.testing.assert_allclose(a.mean(0), [0.5, -0.5], atol=0.01)
+    np.testing.assert_allclose(a.std(0), [0.1, 0.2], rtol=0.03)
+    expected = np.exp(-0.5 * (((a - [0.5, -0.5]) / [0.1, 0.2]) ** 2).sum(1)) / (2 * np.pi * 0.1 * 0.2)
+    np.testing.assert_allclose(density, expected, rtol=1e-4)
+    explored, _ = acts.choose(params[:1000], 1.0, rng)  # epsilon 1: uniform over the normalized box
+    assert explored.min() >= -1 and explored.max() <= 1 and explored.std(0).min() > 0.5
+    env_a = acts.to_env(np.array([[-1.0, 1.0], [0.0, 0.0], [5.0, -5.0]], np.float32))
+    np.testing.assert_allclose(env_a, [[-2, 10], [0, 5], [2, 0]])
+    np.testing.assert_allclose(acts.greedy(params[:2]), [[0.5, -0.5]] * 2)
+
+
+def test_a_continuous_action_run_trains_and_acts_within_the_bounds(tmp_path):
+    cfg = Config(env="Pendulum-v1", agents=1, envs_per_agent=16, eval_envs=8, hidden=(16,), gamma=0.9,
+                 reward_scale=0.1, lr=3e-4, epsilon_start=(0.0,), entropy_coef=0.0, seconds=2.0,
+                 final_eval_episodes=4, device="cpu", log_interval=0.5)
+
+    async def main():
+        async with Trainer(cfg, run_dir=tmp_path) as t:
+            obs = np.array([1.0, 0.0, 0.0], np.float32)
+            sampled = [await t.act(obs) for _ in range(20)]
+            greedy = await t.act(obs, deterministic=True)
+            return sampled, greedy, await t.wait()
+
+    sampled, greedy, result = asyncio.run(main())
+    assert all(isinstance(a, list) and len(a) == 1 and -2.0 <= a[0] <= 2.0 for a in sampled)
+    assert len({a[0] for a in sampled}) > 1  # sampled, not fixed
+    assert isinstance(greedy, list) and -2.0 <= greedy[0] <= 2.0
+    assert result.updates > 0 and result.env_steps > 0
+    assert -2000 < result.eval_mean_return <= 0  # Pendulum's returns are negative, at worst ~-1900 per episode
+
+
+def test_reward_scale_must_be_positive():
+    from asynca3c import ConfigError
+
+    with pytest.raises(ConfigError, match="reward_scale=0 is not allowed: a number > 0"):
+        Config(reward_scale=0)
+
+
+class ShiftedDiscreteEnv(gym.Env):
+    """Discrete observations 3..5 (a space that does not start at 0) and Discrete(2) actions."""
+
+    observation_space = gym.spaces.Discrete(3, start=3)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.s = 3
+        return self.s, {}
+
+    def step(self, action):
+        self.s = 3 + (self.s - 3 + 1 + int(action)) % 3
+        return self.s, float(self.s == 5), False, False, {}
+
+
+gym.register("asynca3c-test/ShiftedDiscrete-v0", entry_point=ShiftedDiscreteEnv, max_episode_steps=10)
+
+
+def test_discrete_observation_spaces_that_do_not_start_at_zero_are_one_hot():
+    spec = inspect_env("asynca3c-test/ShiftedDiscrete-v0")
+    np.testing.assert_array_equal(ObsEncoder(spec)(np.array([3, 5])), [[1, 0, 0], [0, 0, 1]])
+    cfg = Config(env="asynca3c-test/ShiftedDiscrete-v0", agents=1, envs_per_agent=4, eval_envs=2, hidden=(4,),
+                 steps=2_000, seconds=30, final_eval_episodes=2, device="cpu")
+
+    async def main():
+        async with Trainer(cfg) as t:
+            assert await t.act(4) in (0, 1)
+            with pytest.raises(ValueError, match=r"expects an integer in \[3, 6\)"):
+                await t.act(0)
+            return await t.wait()
+
+    assert asyncio.run(main()).env_steps >= 2_000
+
+
+def test_normalize_obs_maps_finite_box_bounds_onto_minus_one_to_one():
+    model = ActorCritic(3, 2, (4,), obs_bounds=([-1.2, -0.07, -np.inf], [0.6, 0.07, np.inf]))
+    torch.testing.assert_close(model.obs_center, torch.tensor([-0.3, 0.0, 0.0]))
+    torch.testing.assert_close(model.obs_scale, torch.tensor([2 / 1.8, 2 / 0.14, 1.0]))
+    plain = ActorCritic(3, 2, (4,))
+    plain.load_state_dict(model.state_dict())  # the mapping travels with the weights (checkpoints, learner)
+    obs = torch.tensor([[0.6, -0.07, 5.0]])
+    torch.testing.assert_close(plain(obs)[0], model(obs)[0])
+    with torch.no_grad():
+        first = model.body[0]
+        expected = first(torch.tensor([[1.0, -1.0, 5.0]]))
+        torch.testing.assert_close(model.body[0]((obs - model.obs_center) * model.obs_scale), expected)
+
+    async def main():
+        cfg = Config(env="MountainCar-v0", normalize_obs=True, agents=1, envs_per_agent=4, eval_envs=0,
+                     steps=500, seconds=30, final_eval_episodes=1, device="cpu")
+        async with Trainer(cfg) as t:
+            center = t.model.obs_center.clone()
+            await t.wait()
+        return center
+
+    torch.testing.assert_close(asyncio.run(main()), torch.tensor([-0.3, 0.0]))
