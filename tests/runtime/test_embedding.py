@@ -131,7 +131,7 @@ def test_cancel_while_a_minimize_step_is_in_its_executor(assert_nothing_left, ru
 
     async def main():
         task = asyncio.create_task(Trainer(Config(**SMALL, seconds=0, learner="thread")).run())
-        while not in_step.is_set():
+        while not in_step.is_set():  # noqa: ASYNC110 - a threading.Event, set in the executor thread
             await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

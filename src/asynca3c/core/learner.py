@@ -33,7 +33,7 @@ class Learner:
         self.lock = threading.Lock()
         self.version = 0
 
-    def snapshot(self) -> list[torch.Tensor]:
+    def cpu_weights(self) -> list[torch.Tensor]:
         """A CPU copy of the parameters, for the acting network."""
         return [p.detach().to("cpu", copy=True) for p in self.model.parameters()]
 
@@ -73,7 +73,7 @@ class Learner:
             policy_loss, value_loss, entropy_mean, norm = torch.stack(
                 [loss.policy, loss.value, loss.entropy, grad_norm.detach()]).tolist()
             stats = StepStats(self.version, b, policy_loss, value_loss, entropy_mean, norm, lag_sum=lag_sum)
-            return stats, self.snapshot()
+            return stats, self.cpu_weights()
 
 
 def _to_cpu(obj):

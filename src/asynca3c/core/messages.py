@@ -55,7 +55,7 @@ class StepStats:
 
 
 class ProgressRow(TypedDict):
-    """The run's counters and figures: the first part of a ``MetricsRow`` (``Progress.snapshot()``)."""
+    """The run's counters and figures: the first part of a ``MetricsRow`` (``Progress.row()``)."""
 
     seconds: float
     env_steps: int

@@ -87,7 +87,7 @@ class Progress:
     def policy_lag_mean(self) -> float:
         return self.lag_sum / self.samples_trained if self.samples_trained else math.nan
 
-    def snapshot(self) -> ProgressRow:
+    def row(self) -> ProgressRow:
         """A flat record of the current figures (a progress CSV row, a metrics event)."""
         t = self.elapsed()
         s = self.last_stats

@@ -136,7 +136,7 @@ class TrainingRun:
 
     def row(self) -> MetricsRow:
         """The current progress row."""
-        return {**self.progress.snapshot(), "queue_depth": self.queue.qsize(),
+        return {**self.progress.row(), "queue_depth": self.queue.qsize(),
                 "loop_lag_p99_ms": self.loop_lag.p99_ms(), "loop_lag_max_ms": self.loop_lag.max_ms}
 
     async def train(self) -> TrainResult:
