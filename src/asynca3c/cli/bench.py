@@ -27,8 +27,9 @@ def add_parser(sub) -> None:
     bench = sub.add_parser("bench", help="microbenchmarks")
     bench_sub = bench.add_subparsers(parser_class=OneLineErrorParser, dest="bench", required=True,
                                      metavar="BENCHMARK")
-    p = bench_sub.add_parser("returns", help="the n-step return kernel against Python and numpy",
-                             description="Time the n-step return systems (ns per transition).")
+    p = bench_sub.add_parser("returns", help="the n-step and V-trace kernels against Python and numpy",
+                             description="Time the n-step return systems (ns per transition), then the V-trace "
+                                         "systems (ns per step of a [T, E] segment batch).")
     p.set_defaults(run=run_returns)
     p.add_argument("--envs", type=_positive_int, default=64, help="environments per batch (default 64)")
     p.add_argument("--n", type=_positive_int, default=8, help="n of the n-step returns (default 8)")
@@ -39,11 +40,18 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of the data (default 0)")
     p.add_argument("--check-steps", type=_positive_int, default=20_000,
                    help="transitions of the agreement check run before timing (default 20000)")
+    p.add_argument("--vtrace-steps", type=_positive_int, default=20, metavar="T",
+                   help="segment length T of the V-trace measurement (default 20)")
+    p.add_argument("--vtrace-envs", type=_positive_int, default=256, metavar="E",
+                   help="environments E per segment batch of the V-trace measurement (default 256)")
+    p.add_argument("--vtrace-batches", type=_positive_int, default=20,
+                   help="segment batches per V-trace measurement (default 20)")
     p.add_argument("--json", metavar="PATH", help="write all figures, parameters and machine info here")
 
 
 def run_returns(args: argparse.Namespace) -> int:
     from asynca3c.core._kernel_bench import format_table, format_targets, run_benchmark
+    from asynca3c.core._vtrace_bench import format_vtrace, run_vtrace_benchmark
 
     print(f"n-step returns: envs={args.envs} n={args.n} gamma={args.gamma} steps={args.steps} "
           f"repeats={args.repeats}")
@@ -51,9 +59,12 @@ def run_returns(args: argparse.Namespace) -> int:
                            repeats=args.repeats, seed=args.seed, check_steps=args.check_steps)
     print(format_table(report))
     print(format_targets(report))
+    report["vtrace"] = run_vtrace_benchmark(T=args.vtrace_steps, E=args.vtrace_envs, batches=args.vtrace_batches,
+                                            repeats=args.repeats, seed=args.seed)
+    print(format_vtrace(report["vtrace"]))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
         print(f"wrote {args.json}")
-    return 0 if report["agreement"]["ok"] else 1
+    return 0 if report["agreement"]["ok"] and report["vtrace"]["agreement"]["ok"] else 1
 

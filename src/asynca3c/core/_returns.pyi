@@ -1,4 +1,4 @@
-"""Type stub for the compiled n-step return kernel (see _returns.pyx)."""
+"""Type stub for the compiled return kernels (see _returns.pyx)."""
 
 import numpy as np
 import numpy.typing as npt
@@ -38,3 +38,18 @@ def trajectory_returns(
     returns: npt.NDArray[np.float64],
     discounts: npt.NDArray[np.float64],
 ) -> None: ...
+
+def vtrace_into(
+    values: npt.NDArray[np.float64],
+    rewards: npt.NDArray[np.float64],
+    log_rhos: npt.NDArray[np.float64],
+    terminated: npt.NDArray[np.bool_],
+    truncated: npt.NDArray[np.bool_],
+    valid: npt.NDArray[np.bool_],
+    gamma: float,
+    rho_bar: float,
+    c_bar: float,
+    vs: npt.NDArray[np.float64],
+    advantages: npt.NDArray[np.float64],
+    carry: npt.NDArray[np.float64],
+) -> tuple[int, int]: ...

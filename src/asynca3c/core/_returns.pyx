@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Compiled n-step return kernel.
+"""Compiled return kernels: streaming n-step returns, and V-trace targets of segments.
 
 Per environment the kernel keeps the rewards of the open window (at most n
 transitions) and emits a sample as soon as its return is known: when the window
@@ -23,7 +23,7 @@ reset observation as 0).
 """
 
 
-from libc.math cimport isfinite
+from libc.math cimport exp, isfinite
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.string cimport memset
@@ -329,3 +329,73 @@ def trajectory_returns(NStepKernel kernel, rewards, terminated, truncated,
             for i in range(c):
                 ret[kernel._o_start[i]] = kernel._o_ret[i]
                 disc[kernel._o_start[i]] = kernel._o_disc[i]
+
+
+def vtrace_into(cnp.ndarray values, cnp.ndarray rewards, cnp.ndarray log_rhos, cnp.ndarray terminated,
+                cnp.ndarray truncated, cnp.ndarray valid, double gamma, double rho_bar, double c_bar,
+                cnp.ndarray vs, cnp.ndarray advantages, cnp.ndarray carry):
+    """V-trace targets and policy-gradient advantages of a batch of segments, written into
+    ``vs`` and ``advantages`` ([T, E] float64). Shapes and dtypes are checked by the caller
+    (``asynca3c.core.vtrace.vtrace``): values float64 [T+1, E]; rewards, log_rhos float64
+    [T, E]; flags bool [T, E]; ``carry`` float64 [E] scratch. All C-contiguous.
+
+    Returns ``(0, 0)``, or ``(which, flat index)`` of the first non-finite input
+    (1 values, 2 rewards, 3 log_rhos), checked as the data are read.
+
+    Backward over t, vectorized over e (rows are contiguous): ``carry[e]`` holds
+    vs[t+1] - values[t+1] of the same episode, or 0 where the episode does not go on
+    (terminated, truncated, an invalid step, the segment's end).
+    """
+    cdef Py_ssize_t T = rewards.shape[0], E = rewards.shape[1]
+    cdef const double* v = <double*>cnp.PyArray_DATA(values)
+    cdef const double* r = <double*>cnp.PyArray_DATA(rewards)
+    cdef const double* lr = <double*>cnp.PyArray_DATA(log_rhos)
+    cdef const cnp.npy_bool* te = <cnp.npy_bool*>cnp.PyArray_DATA(terminated)
+    cdef const cnp.npy_bool* tr = <cnp.npy_bool*>cnp.PyArray_DATA(truncated)
+    cdef const cnp.npy_bool* ok = <cnp.npy_bool*>cnp.PyArray_DATA(valid)
+    cdef double* out_vs = <double*>cnp.PyArray_DATA(vs)
+    cdef double* out_adv = <double*>cnp.PyArray_DATA(advantages)
+    cdef double* acc = <double*>cnp.PyArray_DATA(carry)
+    cdef Py_ssize_t t, e, i, bad = 0
+    cdef int which = 0
+    cdef double rho, cr, cc, vt, vn, delta, q
+    with nogil:
+        for e in range(E):
+            acc[e] = 0.0
+            if not isfinite(v[T * E + e]):
+                which, bad = 1, T * E + e
+                break
+        t = T - 1
+        while t >= 0 and which == 0:
+            for e in range(E):
+                i = t * E + e
+                vt = v[i]
+                if not (isfinite(vt) and isfinite(r[i]) and isfinite(lr[i])):
+                    which = 1 if not isfinite(vt) else (2 if not isfinite(r[i]) else 3)
+                    bad = i
+                    break
+                if not ok[i]:  # an autoreset step: no target, no advantage, nothing carried over it
+                    out_vs[i] = vt
+                    out_adv[i] = 0.0
+                    acc[e] = 0.0
+                    continue
+                rho = exp(lr[i])
+                cr = rho if rho < rho_bar else rho_bar
+                cc = rho if rho < c_bar else c_bar
+                vn = v[i + E]
+                if te[i]:  # no bootstrap, nothing carried
+                    q = r[i]
+                    delta = cr * (q - vt)
+                    acc[e] = delta
+                elif tr[i]:  # bootstrap from the final observation's value, nothing carried
+                    q = r[i] + gamma * vn
+                    delta = cr * (q - vt)
+                    acc[e] = delta
+                else:
+                    q = r[i] + gamma * (vn + acc[e])
+                    delta = cr * (r[i] + gamma * vn - vt)
+                    acc[e] = delta + gamma * cc * acc[e]
+                out_vs[i] = vt + acc[e]
+                out_adv[i] = cr * (q - vt)
+            t -= 1
+    return which, bad
