@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from asynca3c import Config, Trainer
-from asynca3c.core.actions import GaussianActions
+from asynca3c.core.actions import DiscreteActions, GaussianActions
 from asynca3c.core.envs import ObsEncoder, inspect_env
 from asynca3c.core.model import ActorCritic
 
@@ -42,17 +42,39 @@ def test_gaussian_actions_sample_explore_and_map_onto_the_box():
     acts = GaussianActions(np.array([-2.0, 0.0]), np.array([2.0, 10.0]))
     rng = np.random.default_rng(0)
     params = np.tile(np.array([[0.5, -0.5, 0.1, 0.2]], np.float32), (20_000, 1))
-    a, density = acts.choose(params, 0.0, rng)
+    a, logp = acts.choose(params, 0.0, rng)
     assert a.shape == (20_000, 2) and a.dtype == np.float32
     np.testing.assert_allclose(a.mean(0), [0.5, -0.5], atol=0.01)
     np.testing.assert_allclose(a.std(0), [0.1, 0.2], rtol=0.03)
-    expected = np.exp(-0.5 * (((a - [0.5, -0.5]) / [0.1, 0.2]) ** 2).sum(1)) / (2 * np.pi * 0.1 * 0.2)
-    np.testing.assert_allclose(density, expected, rtol=1e-4)
+    expected = -0.5 * (((a - [0.5, -0.5]) / [0.1, 0.2]) ** 2).sum(1) - np.log(2 * np.pi * 0.1 * 0.2)
+    np.testing.assert_allclose(logp, expected, rtol=1e-5, atol=1e-5)
     explored, _ = acts.choose(params[:1000], 1.0, rng)  # epsilon 1: uniform over the normalized box
     assert explored.min() >= -1 and explored.max() <= 1 and explored.std(0).min() > 0.5
     env_a = acts.to_env(np.array([[-1.0, 1.0], [0.0, 0.0], [5.0, -5.0]], np.float32))
     np.testing.assert_allclose(env_a, [[-2, 10], [0, 5], [2, 0]])
     np.testing.assert_allclose(acts.greedy(params[:2]), [[0.5, -0.5]] * 2)
+
+
+def test_behaviour_log_probabilities_include_epsilon_and_never_underflow():
+    """mu is the mixture the agent really sampled from: (1 - eps) * pi + eps * uniform."""
+    rng = np.random.default_rng(1)
+    gauss = GaussianActions(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))
+    params = np.tile(np.array([[0.5, -0.5, 0.1, 0.2]], np.float32), (5_000, 1))
+    a, logp = gauss.choose(params, 0.3, rng)
+    z = (a.astype(np.float64) - [0.5, -0.5]) / [0.1, 0.2]
+    density = np.exp(-0.5 * (z ** 2).sum(1)) / (2 * np.pi * 0.1 * 0.2)
+    inside = (np.abs(a) <= 1).all(1)
+    np.testing.assert_allclose(np.exp(logp.astype(np.float64)), 0.7 * density + 0.3 * inside / 4, rtol=1e-4)
+    far = np.array([[0.9, 0.9, 1e-3, 1e-3]], np.float32)  # a uniform draw 1000 stds away
+    for _ in range(20):
+        a1, lp1 = gauss.choose(far, 1.0, rng)
+        assert np.isfinite(lp1).all() and lp1[0] == pytest.approx(np.log(0.25))
+    _, lp0 = gauss.choose(np.array([[0.0, 0.0, 1e-3, 1e-3]], np.float32), 0.0, rng)
+    assert np.isfinite(lp0).all()  # float32 densities of such a narrow Gaussian overflow; logs do not
+    discrete = DiscreteActions(4)
+    probs = np.array([[0.7, 0.1, 0.1, 0.1]], np.float32)
+    acts, lp = discrete.choose(np.repeat(probs, 1000, 0), 0.2, rng)
+    np.testing.assert_allclose(np.exp(lp), 0.8 * probs[0, acts] + 0.05, rtol=1e-6)
 
 
 def test_a_continuous_action_run_trains_and_acts_within_the_bounds(tmp_path):

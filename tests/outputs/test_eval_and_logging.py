@@ -17,7 +17,8 @@ from asynca3c.runtime.trainer import train
 def run_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("run")
     train(Config(env="CartPole-v1", agents=1, envs_per_agent=32, eval_envs=16, hidden=(16,), seconds=3.0,
-                 final_eval_episodes=5, log_interval=0.5, device="cpu", tensorboard=True), run_dir=d)
+                 epsilon_start=(0.1,), final_eval_episodes=5, log_interval=0.5, device="cpu", tensorboard=True),
+          run_dir=d)  # epsilon at first, so episodes of both kinds (explored and judged) are logged
     return d
 
 

@@ -120,18 +120,20 @@ def test_env_error_reaches_act_and_metrics(run_on):
 
 def test_cancel_while_a_minimize_step_is_in_its_executor(assert_nothing_left, run_on, monkeypatch):
     in_step = threading.Event()
-    plain_step = Learner.step
+    plain_learn = Learner.learn
 
-    def slow_step(self, batch):
+    def slow_learn(self, batch):
         in_step.set()
         time.sleep(0.3)
-        return plain_step(self, batch)
+        return plain_learn(self, batch)
 
-    monkeypatch.setattr(Learner, "step", slow_step)
+    monkeypatch.setattr(Learner, "learn", slow_learn)
 
     async def main():
         task = asyncio.create_task(Trainer(Config(**SMALL, seconds=0, learner="thread")).run())
+        deadline = time.monotonic() + 60
         while not in_step.is_set():  # noqa: ASYNC110 - a threading.Event, set in the executor thread
+            assert time.monotonic() < deadline, "no minimize step started within 60 s"
             await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

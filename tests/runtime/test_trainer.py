@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from asynca3c import Config, EnvError, Trainer, train
+from asynca3c.config import preset
 from asynca3c.core.actions import for_spec as actions_for
 from asynca3c.core.envs import ObsEncoder, inspect_env, make_vector_env
 from asynca3c.core.learner import Learner
@@ -124,19 +125,21 @@ def test_learner_targets_use_the_sample_discount():
     batch = SampleBatch(
         obs=np.zeros((2, 1), np.float32), action=np.array([0, 1]), ret=np.array([1.0, 1.0], np.float32),
         discount=np.array([0.0, 0.5], np.float32), boot_obs=np.zeros((2, 1), np.float32),
-        version=np.zeros(2, np.int64), behaviour_prob=np.full(2, 0.5, np.float32))
+        version=np.zeros(2, np.int64), behaviour_logp=np.full(2, 0.5, np.float32))
     stats, _ = learner.step(batch)
     # advantages: 1 + 0 * 10 - 10 = -9 (terminated) and 1 + 0.5 * 10 - 10 = -4 (bootstrapped)
     assert stats.value_loss == pytest.approx((81 + 16) / 2)
     assert stats.entropy == pytest.approx(math.log(2))
 
 
-def test_learns_cartpole_on_a_small_budget():
-    result = train(Config(steps=2_500_000, seconds=60, seed=1))
+@pytest.mark.parametrize("name, steps", [("default", 400_000), ("nstep", 2_500_000)])
+def test_learns_cartpole_on_a_small_budget(name, steps):
+    """Both algorithms, each on about twice the steps its median run needs to solve."""
+    result = train(preset(name, steps=steps, seconds=60, seed=1))
     # a random policy averages about 22 on CartPole-v1
     assert result.eval_episodes == 100
     assert result.eval_mean_return > 100, result
-    assert result.updates > 0 and result.env_steps >= 2_500_000
+    assert result.updates > 0 and result.env_steps >= steps
     assert result.policy_lag_mean >= 0
 
 

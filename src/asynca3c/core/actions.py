@@ -36,14 +36,15 @@ class DiscreteActions:
 
     def choose(self, probs: np.ndarray, epsilon, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Sampled actions, each replaced by a uniform one with probability ``epsilon`` (a number or one
-        per row), and each action's probability under that mixture (float32)."""
+        per row), and each action's log-probability under that mixture (the behaviour policy mu; float32)."""
         n, k = probs.shape
         actions = sample_actions(probs, rng)
         explore = rng.random(n) < epsilon
         if explore.any():
             actions[explore] = rng.integers(0, k, int(explore.sum()))
-        prob = (1 - epsilon) * probs[np.arange(n), actions] + epsilon / k
-        return actions, prob.astype(np.float32)
+        prob = (1 - epsilon) * probs[np.arange(n), actions].astype(np.float64) + epsilon / k
+        with np.errstate(divide="ignore"):  # a probability that rounded to 0 has log -inf: say so
+            return actions, np.log(prob).astype(np.float32)
 
     def greedy(self, probs: np.ndarray) -> np.ndarray:
         return probs.argmax(axis=1)
@@ -75,7 +76,8 @@ class GaussianActions:
         self._center, self._half = (self.high + self.low) / 2, (self.high - self.low) / 2
 
     def choose(self, params: np.ndarray, epsilon, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Sampled actions and their density under the policy (float32; not mixed with epsilon's uniform)."""
+        """Sampled actions and their log-density under the behaviour policy mu: the Gaussian mixed with
+        epsilon's uniform over the normalized box (float32; computed in logs, so it never underflows)."""
         mean, std = params[:, :self.dim], params[:, self.dim:]
         z = rng.standard_normal(mean.shape, dtype=np.float32)
         actions = mean + std * z
@@ -83,8 +85,14 @@ class GaussianActions:
         if explore.any():
             actions[explore] = rng.uniform(-1.0, 1.0, (int(explore.sum()), self.dim)).astype(np.float32)
             z = (actions - mean) / std
-        log_density = -0.5 * (z ** 2).sum(1) - np.log(std).sum(1) - 0.5 * self.dim * np.log(2 * np.pi)
-        return actions, np.exp(log_density).astype(np.float32)
+        z64, std64 = z.astype(np.float64), std.astype(np.float64)
+        log_gauss = -0.5 * (z64 ** 2).sum(1) - np.log(std64).sum(1) - 0.5 * self.dim * np.log(2 * np.pi)
+        eps = np.broadcast_to(np.asarray(epsilon, dtype=np.float64), log_gauss.shape)
+        inside = (np.abs(actions) <= 1.0).all(axis=1)
+        with np.errstate(divide="ignore"):  # epsilon 0 or an action outside the box: that part has log 0
+            log_uniform = np.where(inside, np.log(eps) - self.dim * np.log(2.0), -np.inf)
+            log_mu = np.logaddexp(np.log1p(-eps) + log_gauss, log_uniform)
+        return actions, log_mu.astype(np.float32)
 
     def greedy(self, params: np.ndarray) -> np.ndarray:
         return params[:, :self.dim].copy()

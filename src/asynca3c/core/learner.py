@@ -1,4 +1,5 @@
-"""The minimize step: one locked, synchronous update of the shared network.
+"""The minimize step: one locked, synchronous update of the shared network (n-step samples), or a
+fixed number of them over a batch of segments with V-trace targets.
 
 Plain torch, no asyncio: the runtime's learner client decides where it runs
 (a worker process or executor threads). The lock serializes updates so two steps never
@@ -16,22 +17,28 @@ import numpy as np
 import torch
 
 from asynca3c.config import Config
-from asynca3c.core.messages import SampleBatch, StepStats
+from asynca3c.core.messages import SampleBatch, Segment, StepStats
 from asynca3c.core.model import ActorCritic, a3c_loss
+from asynca3c.core.vtrace import vtrace
+from asynca3c.errors import LearnerError
 
 
 class Learner:
-    """Owns the trained network and its RMSprop state on ``device``."""
+    """Owns the trained network and its optimizer state on ``device``."""
 
     def __init__(self, model: ActorCritic, config: Config, device: torch.device):
         self.device = device
         self.model = model.to(device)
         self.config = config
-        self.optimizer = torch.optim.RMSprop(
-            self.model.parameters(), lr=config.lr, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps
-        )
+        if config.optimizer == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
+                self.model.parameters(), lr=config.lr, eps=config.rmsprop_eps)
+        else:
+            self.optimizer = torch.optim.RMSprop(
+                self.model.parameters(), lr=config.lr, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps)
         self.lock = threading.Lock()
         self.version = 0
+        self.nonfinite_in_a_row = 0
 
     def cpu_weights(self) -> list[torch.Tensor]:
         """A CPU copy of the parameters, for the acting network."""
@@ -49,8 +56,37 @@ class Learner:
             self.optimizer.load_state_dict(state["optimizer"])
             self.version = int(state["version"])
 
+    def _apply(self, total: torch.Tensor) -> tuple[float, bool]:
+        """Backward and one optimizer step: a new policy version. A non-finite loss or gradient skips
+        the step instead (weights and optimizer state stay as they were) and is counted; too many in a
+        row stop the run. Returns (gradient norm, whether the step was taken)."""
+        cfg = self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = math.nan
+        if bool(torch.isfinite(total)):
+            total.backward()
+            max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+            if math.isfinite(grad_norm):
+                self.optimizer.step()
+                self.version += 1
+                self.nonfinite_in_a_row = 0
+                return grad_norm, True
+            self.optimizer.zero_grad(set_to_none=True)
+        self._skip(f"loss {float(total.detach())!r}, gradient norm {grad_norm!r}")
+        return grad_norm, False
+
+    def _skip(self, what: str) -> None:
+        """Count a step not taken for non-finite numbers; too many in a row end the run."""
+        self.nonfinite_in_a_row += 1
+        if self.nonfinite_in_a_row >= self.config.max_nonfinite_steps:
+            raise LearnerError(
+                f"{self.nonfinite_in_a_row} non-finite losses or gradients in a row (last: {what}); the weights "
+                f"of policy version {self.version}, the last good one, were kept: lower lr or reward_scale, or "
+                "look for non-finite rewards or observations")
+
     def step(self, batch: SampleBatch) -> tuple[StepStats, list[torch.Tensor]]:
-        """One minimize step on ``batch``; returns its stats and the new weights."""
+        """One minimize step on ``batch`` of n-step samples; returns its stats and the new weights."""
         cfg, dev = self.config, self.device
         with self.lock:
             b = len(batch)
@@ -63,17 +99,103 @@ class Learner:
             targets = ret + discount * values[b:].detach()
             logp, entropy = self.model.log_prob_entropy(out[:b], actions)
             loss = a3c_loss(logp, entropy, values[:b], targets, cfg.value_coef, cfg.entropy_coef)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.total.backward()
-            max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-            self.optimizer.step()
-            lag_sum = float(self.version * b - batch.version.sum())
-            self.version += 1
-            policy_loss, value_loss, entropy_mean, norm = torch.stack(
-                [loss.policy, loss.value, loss.entropy, grad_norm.detach()]).tolist()
-            stats = StepStats(self.version, b, policy_loss, value_loss, entropy_mean, norm, lag_sum=lag_sum)
+            lag = self.version - batch.version
+            grad_norm, stepped = self._apply(loss.total)
+            policy_loss, value_loss, entropy_mean = torch.stack([loss.policy, loss.value, loss.entropy]).tolist()
+            stats = StepStats(self.version, b, policy_loss, value_loss, entropy_mean, grad_norm,
+                              lag_sum=float(lag.sum()), steps=int(stepped), nonfinite=int(not stepped),
+                              lag_max=float(lag.max()))
             return stats, self.cpu_weights()
+
+    def learn(self, seg: Segment) -> tuple[StepStats, list[torch.Tensor]]:
+        """``epochs`` passes of ``minibatches`` gradient steps over a batch of segments, with V-trace
+        targets and importance weights recomputed by the current network before every pass."""
+        cfg, dev = self.config, self.device
+        with self.lock:
+            T, E = seg.reward.shape
+            obs = torch.from_numpy(seg.obs).to(dev)
+            flat_obs = obs.reshape((T + 1) * E, -1)
+            actions = torch.from_numpy(seg.action).to(dev)
+            mu = torch.from_numpy(seg.behaviour_logp).to(dev)
+            valid = torch.from_numpy(seg.valid).to(dev)
+            weight = valid.float()
+            n_valid = int(seg.valid.sum())
+            rng = np.random.default_rng(self.version)  # the column order: varied, and reproducible
+            sums = np.zeros(4)  # policy loss, value loss, entropy, gradient norm (over the steps taken)
+            steps = skipped = 0
+            lag_sum, lag_max = 0.0, -math.inf
+            rho_stats = (math.nan, math.nan, math.nan)
+            for epoch in range(cfg.epochs):
+                with torch.no_grad():
+                    out, values = self.model(flat_obs)
+                    logp, _ = self.model.log_prob_entropy(out[:T * E], actions.reshape(T * E, *actions.shape[2:]))
+                    log_rho = torch.where(valid, (logp.view(T, E) - mu).clamp(-20.0, 20.0), 0.0)
+                if not (bool(torch.isfinite(values).all()) and bool(torch.isfinite(log_rho).all())):
+                    for _ in range(cfg.minibatches):  # no targets this pass: each of its steps is skipped
+                        self._skip("non-finite values or log-probabilities from the network")
+                    skipped += cfg.minibatches
+                    continue
+                log_rho_np = log_rho.double().cpu().numpy()
+                if epoch == 0:  # the lag the data really has, corrected for or not
+                    rho_stats = _rho_figures(log_rho_np[seg.valid], cfg.rho_bar)
+                if not cfg.importance_correction:  # the uncorrected update: as if mu were pi
+                    log_rho_np = np.zeros_like(log_rho_np)
+                vt = vtrace(values.view(T + 1, E).double().cpu().numpy(), seg.reward, log_rho_np, seg.terminated,
+                            seg.truncated, seg.valid, gamma=cfg.gamma, rho_bar=cfg.rho_bar, c_bar=cfg.c_bar)
+                vs = torch.from_numpy(vt.vs).float().to(dev)
+                adv = torch.from_numpy(vt.advantages).float().to(dev)
+                if cfg.clip_ratio:  # the surrogate applies its own ratio: take the advantage without rho
+                    rho = torch.from_numpy(np.minimum(cfg.rho_bar, np.exp(log_rho_np))).float().to(dev)
+                    adv = adv / rho
+                for cols in np.array_split(rng.permutation(E), cfg.minibatches):
+                    idx = torch.from_numpy(cols).to(dev)
+                    w = weight[:, idx]
+                    count = w.sum().clamp(min=1.0)
+                    o, v = self.model(obs[:T, idx].reshape(T * len(cols), -1))
+                    lp, ent = self.model.log_prob_entropy(o, actions[:, idx].reshape(T * len(cols),
+                                                                                     *actions.shape[2:]))
+                    lp, v, ent = lp.view(T, -1), v.view(T, -1), ent.view(T, -1)
+                    a = adv[:, idx]
+                    if cfg.normalize_advantages:
+                        mean = (a * w).sum() / count
+                        std = (((a - mean) ** 2 * w).sum() / count).sqrt()
+                        a = (a - mean) / (std + 1e-8)
+                    if cfg.clip_ratio:
+                        behaviour = mu[:, idx] if cfg.importance_correction else lp.detach()
+                        ratio = torch.exp((lp - behaviour).clamp(-20.0, 20.0))
+                        clipped = ratio.clamp(1 - cfg.clip_ratio, 1 + cfg.clip_ratio)
+                        pg = -torch.minimum(ratio * a, clipped * a)
+                    else:
+                        pg = -lp * a
+                    policy = (pg * w).sum() / count
+                    value = ((vs[:, idx] - v) ** 2 * w).sum() / count
+                    entropy = (ent * w).sum() / count
+                    total = policy + cfg.value_coef * value - cfg.entropy_coef * entropy
+                    lag = (self.version - seg.version[:, cols])[seg.valid[:, cols]]
+                    if lag.size:
+                        lag_sum += float(lag.sum())
+                        lag_max = max(lag_max, float(lag.max()))
+                    grad_norm, stepped = self._apply(total)
+                    if stepped:
+                        steps += 1
+                        sums += [float(policy.detach()), float(value.detach()), float(entropy.detach()), grad_norm]
+                    else:
+                        skipped += 1
+            means = sums / steps if steps else np.full(4, math.nan)
+            policy_loss, value_loss, entropy_mean, grad_norm = means.tolist()
+            stats = StepStats(self.version, n_valid * cfg.epochs, policy_loss, value_loss, entropy_mean, grad_norm,
+                              lag_sum=lag_sum, steps=steps,
+                              nonfinite=skipped, lag_max=lag_max if n_valid else math.nan,
+                              rho_mean=rho_stats[0], rho_clipped=rho_stats[1], kl=rho_stats[2])
+            return stats, self.cpu_weights()
+
+
+def _rho_figures(log_rho: np.ndarray, rho_bar: float) -> tuple[float, float, float]:
+    """Mean pi/mu, the fraction above rho_bar, and KL(mu || pi) estimated as mean((rho - 1) - log rho)."""
+    if not log_rho.size:
+        return math.nan, math.nan, math.nan
+    rho = np.exp(log_rho)
+    return float(rho.mean()), float((rho > rho_bar).mean()), float(((rho - 1) - log_rho).mean())
 
 
 def _to_cpu(obj):

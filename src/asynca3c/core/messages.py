@@ -19,7 +19,7 @@ class SampleBatch:
     ``discount`` is gamma**k for a window of k steps, or 0 when the episode
     terminated inside the window; the target is ``ret + discount * V(boot_obs)``.
     ``version`` is the policy version that chose the action and
-    ``behaviour_prob`` that policy's probability of it (epsilon included), kept
+    ``behaviour_logp`` that policy's log-probability of it (epsilon included), kept
     for lag measurement and later importance weighting.
     """
 
@@ -29,7 +29,7 @@ class SampleBatch:
     discount: np.ndarray  # float32 [B]
     boot_obs: np.ndarray  # float32 [B, obs_dim]
     version: np.ndarray  # int64 [B]
-    behaviour_prob: np.ndarray  # float32 [B]
+    behaviour_logp: np.ndarray  # float32 [B]
 
     def __len__(self) -> int:
         return len(self.action)
@@ -42,16 +42,62 @@ class SampleBatch:
 
 
 @dataclass
-class StepStats:
-    """What one minimize step reports back to the loop."""
+class Segment:
+    """T steps of E environments, as an agent ships them to the learner (vtrace).
 
-    version: int  # policy version after this update
-    batch_size: int
+    Observations travel once: row t is what action t was chosen on, row T the
+    bootstrap. In NEXT_STEP autoreset the step after an episode end is invalid
+    (its action is ignored, its reward belongs to no episode); its row holds the
+    final observation of the episode that ended, which a truncated step
+    bootstraps from. ``reward`` is the training reward (scaled, plus any bonus).
+    """
+
+    obs: np.ndarray  # float32 [T+1, E, obs_dim]
+    action: np.ndarray  # int64 [T, E] or float32 [T, E, dim]
+    reward: np.ndarray  # float32 [T, E]
+    terminated: np.ndarray  # bool [T, E]
+    truncated: np.ndarray  # bool [T, E]
+    valid: np.ndarray  # bool [T, E]: False on autoreset steps
+    behaviour_logp: np.ndarray  # float32 [T, E]: log mu(a|s), epsilon included
+    version: np.ndarray  # int64 [T, E]: the policy version that chose each action
+
+    @property
+    def envs(self) -> int:
+        return self.reward.shape[1]
+
+    def __len__(self) -> int:
+        """Steps held (T x E)."""
+        return self.reward.size
+
+    def columns(self, start: int, stop: int) -> Segment:
+        """The environments ``start:stop`` of every step."""
+        return Segment(**{f.name: getattr(self, f.name)[:, start:stop] for f in fields(Segment)})
+
+    @classmethod
+    def concat(cls, parts: list[Segment]) -> Segment:
+        """Side by side (more environments), for segments of the same length."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts], axis=1) for f in fields(cls)})
+
+
+@dataclass
+class StepStats:
+    """What one learner call (one minimize step, or K epochs of minibatches) reports back to the loop."""
+
+    version: int  # policy version after this call
+    batch_size: int  # samples in the batch
     policy_loss: float
     value_loss: float
     entropy: float
     grad_norm: float
-    lag_sum: float  # sum over samples of (version before update - version that acted)
+    lag_sum: float  # sum over samples of (version before the update - version that acted)
+    steps: int = 1  # gradient steps taken (each one a policy version)
+    nonfinite: int = 0  # steps skipped for a non-finite loss or gradient
+    lag_max: float = float("nan")  # largest lag of a sample in the batch
+    rho_mean: float = float("nan")  # mean pi/mu over the batch's valid steps
+    rho_clipped: float = float("nan")  # fraction of those with pi/mu > rho_bar
+    kl: float = float("nan")  # approximate KL(mu || pi): mean of (rho - 1) - log rho
 
 
 class ProgressRow(TypedDict):
@@ -71,6 +117,11 @@ class ProgressRow(TypedDict):
     value_loss: float
     entropy: float
     grad_norm: float
+    policy_lag_max: float
+    rho_mean: float
+    rho_clipped_fraction: float
+    kl_behaviour: float
+    nonfinite_steps: int
     solved: bool
 
 

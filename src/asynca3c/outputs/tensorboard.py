@@ -20,12 +20,13 @@ from asynca3c.errors import ConfigError
 ScalarKey = Literal[
     "eval_return_mean", "train_return_mean", "episode_length_mean", "steps_per_second", "policy_loss",
     "value_loss", "entropy", "grad_norm", "policy_lag_mean", "queue_depth", "loop_lag_p99_ms", "loop_lag_max_ms",
+    "policy_lag_max", "rho_mean", "rho_clipped_fraction", "kl_behaviour", "nonfinite_steps",
 ]
 
 #: TensorBoard tag -> progress-row key. Tags are part of the interface: keep them stable.
 TAGS: dict[str, ScalarKey] = {
-    "rollout/episodic_return": "eval_return_mean",  # the agent without epsilon, as judged for 'solved'
-    "rollout/explore_episodic_return": "train_return_mean",
+    "rollout/episodic_return": "eval_return_mean",  # episodes without epsilon, as judged for 'solved'
+    "rollout/explore_episodic_return": "train_return_mean",  # episodes with epsilon at some step
     "rollout/episodic_length": "episode_length_mean",
     "time/steps_per_second": "steps_per_second",
     "losses/policy_loss": "policy_loss",
@@ -36,6 +37,11 @@ TAGS: dict[str, ScalarKey] = {
     "async/queue_depth": "queue_depth",
     "async/loop_lag_p99_ms": "loop_lag_p99_ms",
     "async/loop_lag_max_ms": "loop_lag_max_ms",
+    "async/policy_lag_max": "policy_lag_max",
+    "async/rho_mean": "rho_mean",  # mean pi/mu: 1 on-policy
+    "async/rho_clipped_fraction": "rho_clipped_fraction",
+    "async/kl_mu_pi": "kl_behaviour",
+    "losses/nonfinite_steps": "nonfinite_steps",
 }
 HPARAMS_TAG = "hyperparameters"
 

@@ -1,19 +1,23 @@
-"""Agent coroutine: steps a vector of environments with the shared policy,
-turns transitions into n-step samples with the compiled kernel, and queues them.
+"""Agent coroutines: step a vector of environments with the shared policy and ship what they saw.
 
-The agent's inputs are a policy (something with ``async infer(obs)``) and its
-outputs are ``SampleBatch``es on a queue, so it can later move out of process.
+One loop serves both algorithms; what differs is how transitions become
+messages. ``Agent`` turns them into n-step samples with the compiled kernel
+(``SampleBatch``, the seed's A3C); ``SegmentAgent`` ships fixed-length
+``Segment``s of ``[T, envs]`` steps whose targets the learner computes with
+V-trace. The agent's inputs are a policy (something with ``async infer(obs)``)
+and its outputs go to a queue (anything with ``async put``), so it can later
+move out of process.
 """
 
 from __future__ import annotations
 
-import asyncio
+from typing import Any, Protocol
 
 import numpy as np
 
-from asynca3c.core.actions import DiscreteActions, GaussianActions
+from asynca3c.core.actions import Actions
 from asynca3c.core.envs import ObsEncoder
-from asynca3c.core.messages import SampleBatch
+from asynca3c.core.messages import SampleBatch, Segment
 from asynca3c.core.returns import NStepKernel
 from asynca3c.core.rewards import TrainingReward
 from asynca3c.runtime.progress import Progress
@@ -31,19 +35,26 @@ class EpsilonSchedule:
         return self.start + (self.end - self.start) * env_steps / self.steps
 
 
-class Agent:
-    """One agent and its vector of environments (NEXT_STEP autoreset)."""
+class Outbox(Protocol):
+    """Where an agent's messages go: an ``asyncio.Queue``, or the deterministic mode's direct learner."""
 
-    def __init__(self, *, envs, encoder: ObsEncoder, policy, actions: DiscreteActions | GaussianActions,
-                 queue: asyncio.Queue | None, n_step: int, gamma: float, epsilon: EpsilonSchedule,
-                 progress: Progress, seed: int, evaluation: bool = False,
-                 reward: TrainingReward | None = None):
+    async def put(self, item: Any) -> None: ...
+
+
+class _VectorAgent:
+    """The acting loop shared by both kinds: infer, choose (epsilon mixed in), step, count episodes."""
+
+    def __init__(self, *, envs, encoder: ObsEncoder, policy, actions: Actions, queue: Outbox | None,
+                 epsilon: EpsilonSchedule, progress: Progress, seed: int, reward: TrainingReward | None = None,
+                 step_limit: int = 0):
+        """``step_limit``: return once the run's step count reaches it (0: no limit); the deterministic
+        mode stops at the exact step this way rather than when the budget monitor next looks."""
         self.envs, self.encode, self.policy, self.queue = envs, encoder, policy, queue
+        self.step_limit = step_limit
         self.actions = actions
-        self.reward = reward or TrainingReward()  # what the kernel learns from
+        self.reward = reward or TrainingReward()  # what the learner learns from
         self.num_envs = envs.num_envs
-        self.kernel = NStepKernel(self.num_envs, n_step, gamma)
-        self.epsilon, self.progress, self.evaluation = epsilon, progress, evaluation
+        self.epsilon, self.progress = epsilon, progress
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.stopping = False
@@ -57,52 +68,125 @@ class Agent:
         self.envs.close()
 
     async def run(self) -> None:
-        V, R = self.num_envs, self.kernel.n + 1  # rings hold the last n+1 steps
+        V = self.num_envs
         raw, _ = self.envs.reset(seed=self.seed)
         obs = self.encode(raw)
-        obs_ring = np.empty((R, V, obs.shape[1]), dtype=np.float32)
-        act_ring = np.zeros((R, V, *self.actions.shape), dtype=self.actions.dtype)
-        prob_ring = np.zeros((R, V), dtype=np.float32)
-        ver_ring = np.zeros(R, dtype=np.int64)
-        obs_ring[0] = obs
+        self._begin(obs)
         resetting = np.zeros(V, dtype=bool)  # this step is an autoreset step
+        explored = np.zeros(V, dtype=bool)  # epsilon was > 0 at a step of this episode: not judged
         ep_ret = np.zeros(V)
         ep_len = np.zeros(V, dtype=np.int64)
-        u = 0
         try:
-            while not self.stopping:
+            while not self.stopping and not (self.step_limit and self.progress.env_steps >= self.step_limit):
                 params, version = await self.policy.infer(obs)
-                actions, prob = self.actions.choose(params, self.epsilon(self.progress.env_steps), self.rng)
+                eps = self.epsilon(self.progress.env_steps)
+                actions, logp = self.actions.choose(params, eps, self.rng)
                 raw, rew, term, trunc, _ = self.envs.step(self.actions.to_env(actions))
                 rew = np.asarray(rew, dtype=np.float64)
-                slot = u % R
-                act_ring[slot], prob_ring[slot], ver_ring[slot] = actions, prob, version
                 obs = self.encode(raw)
-                obs_ring[(u + 1) % R] = obs
                 live = ~resetting
-                count = self.kernel.push(self.reward(rew, obs), term, trunc, live)
+                term, trunc = np.asarray(term, dtype=bool), np.asarray(trunc, dtype=bool)
+                message = self._record(actions, logp, version, self.reward(rew, obs), term, trunc, live, obs)
                 self.progress.env_steps += int(live.sum())
+                if eps > 0:
+                    explored |= live
                 ep_ret += np.where(live, rew, 0.0)
                 ep_len += live
                 done = (term | trunc) & live
                 if done.any():
-                    for ret, length in zip(ep_ret[done].tolist(), ep_len[done].tolist()):
-                        self.progress.add_episode(ret, self.evaluation, length)
+                    for ret, length, judged in zip(ep_ret[done].tolist(), ep_len[done].tolist(),
+                                                   (~explored[done]).tolist()):
+                        self.progress.add_episode(ret, judged, length)
                     ep_ret[done] = 0.0
                     ep_len[done] = 0
+                    explored[done] = False
                 resetting = term | trunc
-                u += 1
-                if count and self.queue is not None:
-                    k = self.kernel
-                    env, start, boot = k.env[:count], k.start[:count] % R, k.boot[:count] % R
-                    await self.queue.put(SampleBatch(
-                        obs=obs_ring[start, env],
-                        action=act_ring[start, env],
-                        ret=k.returns[:count].astype(np.float32),
-                        discount=k.discounts[:count].astype(np.float32),
-                        boot_obs=obs_ring[boot, env],
-                        version=ver_ring[start],
-                        behaviour_prob=prob_ring[start, env],
-                    ))
+                if message is not None and self.queue is not None:
+                    await self.queue.put(message)
         finally:
             self.envs.close()
+
+    def _begin(self, obs: np.ndarray) -> None:
+        """The first observations, before any step."""
+        raise NotImplementedError
+
+    def _record(self, actions, logp, version: int, reward: np.ndarray, term: np.ndarray, trunc: np.ndarray,
+                live: np.ndarray, obs: np.ndarray) -> SampleBatch | Segment | None:
+        """One step of every env (``live``: not an autoreset step); a message to ship, if one is complete."""
+        raise NotImplementedError
+
+
+class Agent(_VectorAgent):
+    """n-step samples from the compiled kernel: rings hold each env's last n+1 steps."""
+
+    def __init__(self, *, n_step: int, gamma: float, **kw):
+        super().__init__(**kw)
+        self.kernel = NStepKernel(self.num_envs, n_step, gamma)
+        self._u = 0
+
+    def _begin(self, obs: np.ndarray) -> None:
+        R, V = self.kernel.n + 1, self.num_envs
+        self.obs_ring = np.empty((R, V, obs.shape[1]), dtype=np.float32)
+        self.act_ring = np.zeros((R, V, *self.actions.shape), dtype=self.actions.dtype)
+        self.logp_ring = np.zeros((R, V), dtype=np.float32)
+        self.ver_ring = np.zeros(R, dtype=np.int64)
+        self.obs_ring[0] = obs
+
+    def _record(self, actions, logp, version, reward, term, trunc, live, obs) -> SampleBatch | None:
+        R, u = self.kernel.n + 1, self._u
+        slot = u % R
+        self.act_ring[slot], self.logp_ring[slot], self.ver_ring[slot] = actions, logp, version
+        self.obs_ring[(u + 1) % R] = obs
+        count = self.kernel.push(reward, term, trunc, live)
+        self._u = u + 1
+        if not count:
+            return None
+        k = self.kernel
+        env, start, boot = k.env[:count], k.start[:count] % R, k.boot[:count] % R
+        return SampleBatch(obs=self.obs_ring[start, env], action=self.act_ring[start, env],
+                           ret=k.returns[:count].astype(np.float32), discount=k.discounts[:count].astype(np.float32),
+                           boot_obs=self.obs_ring[boot, env], version=self.ver_ring[start],
+                           behaviour_logp=self.logp_ring[start, env])
+
+
+class SegmentAgent(_VectorAgent):
+    """Fixed-length segments of ``[T, envs]`` steps; consecutive segments share their boundary observation."""
+
+    def __init__(self, *, segment_length: int, **kw):
+        super().__init__(**kw)
+        self.T = segment_length
+        self._t = 0
+
+    def _begin(self, obs: np.ndarray) -> None:
+        self._new_buffers(obs)
+
+    def _new_buffers(self, first_obs: np.ndarray) -> None:
+        T, V = self.T, self.num_envs
+        self.obs = np.empty((T + 1, V, first_obs.shape[1]), dtype=np.float32)
+        self.act = np.zeros((T, V, *self.actions.shape), dtype=self.actions.dtype)
+        self.rew = np.zeros((T, V), dtype=np.float32)
+        self.term = np.zeros((T, V), dtype=bool)
+        self.trunc = np.zeros((T, V), dtype=bool)
+        self.valid = np.zeros((T, V), dtype=bool)
+        self.logp = np.zeros((T, V), dtype=np.float32)
+        self.ver = np.zeros(T, dtype=np.int64)
+        self.obs[0] = first_obs
+
+    def _record(self, actions, logp, version, reward, term, trunc, live, obs) -> Segment | None:
+        t = self._t
+        self.act[t], self.logp[t], self.ver[t] = actions, logp, version
+        self.rew[t] = np.where(live, reward, 0.0)
+        self.term[t], self.trunc[t], self.valid[t] = term & live, trunc & live, live
+        self.obs[t + 1] = obs
+        self._t = t + 1
+        if self._t < self.T:
+            return None
+        segment = Segment(obs=self.obs, action=self.act, reward=self.rew, terminated=self.term,
+                          truncated=self.trunc, valid=self.valid, behaviour_logp=self.logp,
+                          version=np.repeat(self.ver[:, None], self.num_envs, axis=1))
+        self._t = 0
+        self._new_buffers(obs)
+        return segment
+
+
+__all__ = ["Agent", "EpsilonSchedule", "Outbox", "SegmentAgent"]

@@ -2,9 +2,10 @@
 
 A simulator behind a network call spends its step time waiting, so each such
 environment gets its own coroutine: while one awaits its environment the
-others act. The coroutines of a group share one n-step kernel (``push_one``),
-ask the predictor for one action each (drawn inside its batch, see
-``Predictor.choose``), and stage samples until a batch is worth queueing.
+others act. The coroutines of a group ask the predictor for one action each
+(drawn inside its batch, see ``Predictor.choose``) and stage what they
+recorded until a batch is worth queueing: n-step samples from one shared
+kernel (``push_one``), or one segment column per env (vtrace).
 
 An async environment has ``observation_space``, ``action_space``,
 ``async reset(seed=None) -> (obs, info)``, ``async step(action) -> (obs,
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from asynca3c.core.envs import ObsEncoder
-from asynca3c.core.messages import SampleBatch
+from asynca3c.core.messages import SampleBatch, Segment
 from asynca3c.core.returns import NStepKernel
 from asynca3c.core.rewards import TrainingReward
 from asynca3c.runtime.agent import EpsilonSchedule
@@ -51,22 +52,120 @@ class AsyncEnvs:
                     await result
 
 
+class _NStepRecorder:
+    """n-step samples from one kernel shared by the group (``push_one``): a ring per env holds its last
+    steps, enough for any open window and its bootstrap."""
+
+    def __init__(self, num_envs: int, n_step: int, gamma: float, action_dtype):
+        self.kernel = NStepKernel(num_envs, n_step, gamma)
+        self.R = n_step + 2
+        self.action_dtype = action_dtype
+        # history[i][(kernel step + offset) % R] = (obs row, action, behaviour log-prob, version)
+        self.history: list[list] = [[None] * self.R for _ in range(num_envs)]
+        self.offset = [0] * num_envs  # +1 per episode: the reset observation takes a slot of its own
+        self.t = [0] * num_envs  # kernel step + offset of the current observation
+
+    def begin(self, i: int, obs: np.ndarray) -> None:
+        self.history[i][self.t[i] % self.R] = (obs, None, None, None)
+
+    def step(self, i, obs, action, logp, version, reward, terminated, truncated, next_obs) -> list:
+        R, h, t = self.R, self.history[i], self.t[i]
+        h[t % R] = (obs, action, logp, version)
+        h[(t + 1) % R] = (next_obs, None, None, None)
+        self.t[i] = t + 1
+        count = self.kernel.push_one(i, reward, terminated, truncated)
+        k, off = self.kernel, self.offset[i]
+        out = []
+        for start, boot, ret, disc in zip(k.start[:count].tolist(), k.boot[:count].tolist(),
+                                          k.returns[:count].tolist(), k.discounts[:count].tolist(), strict=True):
+            o, a, lp, v = h[(start + off) % R]
+            out.append((o, a, ret, disc, h[(boot + off) % R][0], v, lp))
+        return out
+
+    def reset(self, i: int, obs: np.ndarray) -> list:
+        """The reset observation takes a slot of its own; nothing is complete yet."""
+        self.offset[i] += 1
+        self.t[i] += 1
+        self.begin(i, obs)
+        return []
+
+    def message(self, staged: list) -> SampleBatch:
+        obs, action, ret, disc, boot, version, logp = zip(*staged, strict=True)
+        return SampleBatch(
+            obs=np.concatenate(obs), action=np.array(action, self.action_dtype), ret=np.array(ret, np.float32),
+            discount=np.array(disc, np.float32), boot_obs=np.concatenate(boot),
+            version=np.array(version, np.int64), behaviour_logp=np.array(logp, np.float32))
+
+
+class _SegmentRecorder:
+    """Segments of T steps, one column per env; an env's episode end is followed by an invalid step
+    whose next observation is the reset one, exactly the layout a NEXT_STEP-autoreset vector env gives
+    (see ``Segment``), so the learner treats both kinds alike."""
+
+    def __init__(self, num_envs: int, T: int, action_shape: tuple, action_dtype):
+        self.T, self.action_shape, self.action_dtype = T, action_shape, action_dtype
+        self.cols: list[dict] = [{} for _ in range(num_envs)]
+
+    def begin(self, i: int, obs: np.ndarray) -> None:
+        T = self.T
+        self.cols[i] = dict(
+            t=0, last_version=0, obs=np.empty((T + 1, 1, obs.shape[1]), np.float32),
+            action=np.zeros((T, 1, *self.action_shape), self.action_dtype), reward=np.zeros((T, 1), np.float32),
+            terminated=np.zeros((T, 1), bool), truncated=np.zeros((T, 1), bool), valid=np.zeros((T, 1), bool),
+            behaviour_logp=np.zeros((T, 1), np.float32), version=np.zeros((T, 1), np.int64))
+        self.cols[i]["obs"][0] = obs
+
+    def _put(self, i, next_obs, **step) -> list:
+        c = self.cols[i]
+        t = c["t"]
+        for name, value in step.items():
+            c[name][t] = value
+        c["obs"][t + 1] = next_obs
+        c["t"] = t + 1
+        if c["t"] < self.T:
+            return []
+        done = Segment(**{name: c[name] for name in ("obs", "action", "reward", "terminated", "truncated", "valid",
+                                                      "behaviour_logp", "version")})
+        last_version = c["last_version"]
+        self.begin(i, next_obs)
+        self.cols[i]["last_version"] = last_version
+        return [done]
+
+    def step(self, i, obs, action, logp, version, reward, terminated, truncated, next_obs) -> list:
+        self.cols[i]["last_version"] = version
+        return self._put(i, next_obs, action=action, reward=reward, terminated=terminated, truncated=truncated,
+                         valid=True, behaviour_logp=logp, version=version)
+
+    def reset(self, i: int, obs: np.ndarray) -> list:
+        """The invalid step between episodes: no action taken, no reward, the reset observation next."""
+        return self._put(i, obs, valid=False, version=self.cols[i]["last_version"])
+
+    def message(self, staged: list) -> Segment:
+        return Segment.concat(staged)
+
+
 class AsyncEnvAgents:
-    """One coroutine per async environment; together they act like one agent of the trainer."""
+    """One coroutine per async environment; together they act like one agent of the trainer. They ship
+    n-step samples, or segments of ``segment_length`` steps when that is set (vtrace)."""
 
     def __init__(self, *, envs: list, encoder: ObsEncoder, policy: Predictor, queue: asyncio.Queue | None,
                  n_step: int, gamma: float, epsilon: EpsilonSchedule, progress: Progress, seed: int,
-                 evaluation: bool = False, reward: TrainingReward | None = None):
+                 reward: TrainingReward | None = None, segment_length: int | None = None):
         self.envs = AsyncEnvs(envs)
-        self.reward = reward or TrainingReward()  # what the kernel learns from
+        self.reward = reward or TrainingReward()  # what the learner learns from
         self.encode, self.policy, self.queue = encoder, policy, queue
-        self.kernel = NStepKernel(len(envs), n_step, gamma)
-        self.ring = n_step + 2  # each env's last steps: enough for any open window and its bootstrap
-        self.epsilon, self.progress, self.evaluation = epsilon, progress, evaluation
+        actions = policy.actions
+        self.recorder: _NStepRecorder | _SegmentRecorder
+        if segment_length is None:
+            self.recorder = _NStepRecorder(len(envs), n_step, gamma, actions.dtype)
+            self.batch = max(32, min(256, 8 * len(envs)))  # samples per queued batch: bigger groups, bigger batches
+        else:
+            self.recorder = _SegmentRecorder(len(envs), segment_length, actions.shape, actions.dtype)
+            self.batch = len(envs)  # env columns per queued segment
+        self.epsilon, self.progress = epsilon, progress
         self.seed = seed
-        self.batch = max(32, min(256, 8 * len(envs)))  # samples per queued batch: bigger groups, bigger batches
         self.stopping = False
-        self._staged: list[tuple] = []
+        self._staged: list = []
 
     def stop(self) -> None:
         """Every coroutine finishes its current step, then ``run`` returns."""
@@ -86,55 +185,38 @@ class AsyncEnvAgents:
             await self.envs.aclose()
 
     async def _drive(self, i: int, env) -> None:
-        """Step one environment: act, await its step, record the transition, stage samples."""
-        k, R, progress, encode = self.kernel, self.ring, self.progress, self.encode
-        # history[(kernel step + offset) % R] = (obs row, action, behaviour prob, version)
-        history: list = [None] * R
-        offset = 0  # +1 per episode: the reset observation takes a slot of its own
-        t = 0  # kernel step + offset of the current observation
+        """Step one environment: act, await its step, record the transition, stage what is complete."""
+        progress, encode, rec = self.progress, self.encode, self.recorder
         raw, _ = await env.reset(seed=self.seed + i)
         obs = encode(_rows(raw))
-        ep_ret, ep_len = 0.0, 0
+        rec.begin(i, obs)
+        ep_ret, ep_len, explored = 0.0, 0, False  # explored: epsilon > 0 at a step, so the episode is not judged
         while not self.stopping:
-            action, prob, version = await self.policy.choose(obs, self.epsilon(progress.env_steps))
-            history[t % R] = (obs, action, prob, version)
+            eps = self.epsilon(progress.env_steps)
+            explored |= eps > 0
+            action, logp, version = await self.policy.choose(obs, eps)
             raw, reward, terminated, truncated, _ = await env.step(self.policy.actions.to_env(action))
             reward = float(reward)
-            obs = encode(_rows(raw))
-            history[(t + 1) % R] = (obs, None, None, None)
-            count = k.push_one(i, self.reward.one(reward, obs), bool(terminated), bool(truncated))
+            next_obs = encode(_rows(raw))
+            self._staged += rec.step(i, obs, action, logp, version, self.reward.one(reward, next_obs),
+                                     bool(terminated), bool(truncated), next_obs)
+            obs = next_obs
             progress.env_steps += 1
             ep_ret += reward
             ep_len += 1
-            t += 1
-            if count and self.queue is not None:
-                self._stage(history, offset, count)
             if terminated or truncated:
-                progress.add_episode(ep_ret, self.evaluation, ep_len)
-                ep_ret, ep_len = 0.0, 0
-                offset += 1
-                t += 1
+                progress.add_episode(ep_ret, not explored, ep_len)
+                ep_ret, ep_len, explored = 0.0, 0, False
                 raw, _ = await env.reset()
                 obs = encode(_rows(raw))
+                self._staged += rec.reset(i, obs)
             if len(self._staged) >= self.batch:
                 await self._flush()
 
-    def _stage(self, history: list, offset: int, count: int) -> None:
-        k, R = self.kernel, self.ring
-        for start, boot, ret, disc in zip(k.start[:count].tolist(), k.boot[:count].tolist(),
-                                          k.returns[:count].tolist(), k.discounts[:count].tolist(), strict=True):
-            obs, action, prob, version = history[(start + offset) % R]
-            self._staged.append((obs, action, ret, disc, history[(boot + offset) % R][0], version, prob))
-
     async def _flush(self) -> None:
         staged, self._staged = self._staged, []
-        if not staged or self.queue is None:
-            return
-        obs, action, ret, disc, boot, version, prob = zip(*staged, strict=True)
-        await self.queue.put(SampleBatch(
-            obs=np.concatenate(obs), action=np.array(action, self.policy.actions.dtype), ret=np.array(ret, np.float32),
-            discount=np.array(disc, np.float32), boot_obs=np.concatenate(boot),
-            version=np.array(version, np.int64), behaviour_prob=np.array(prob, np.float32)))
+        if staged and self.queue is not None:
+            await self.queue.put(self.recorder.message(staged))
 
 
 def _rows(raw):

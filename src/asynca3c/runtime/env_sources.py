@@ -16,7 +16,7 @@ from asynca3c.core.actions import Actions
 from asynca3c.core.envs import EnvSpec, ObsEncoder, describe_env, inspect_env, is_async_env, make_vector_env
 from asynca3c.core.evaluation import EvalResult, play
 from asynca3c.errors import EnvError
-from asynca3c.runtime.agent import Agent
+from asynca3c.runtime.agent import Agent, SegmentAgent
 from asynca3c.runtime.async_agents import AsyncEnvAgents, AsyncEnvs, evaluate_async_envs
 from asynca3c.runtime.predictor import Predictor
 
@@ -31,8 +31,10 @@ class EnvSource(Protocol):
         """The spaces of the environments this source makes; EnvError when asynca3c cannot train on them."""
         ...
 
-    def make_agent(self, num_envs: int, *, actions: Actions, **agent_args: Any) -> Agent | AsyncEnvAgents:
-        """An agent acting in ``num_envs`` new environments of this source."""
+    def make_agent(self, num_envs: int, *, actions: Actions, segment_length: int | None, n_step: int, gamma: float,
+                   **agent_args: Any) -> Agent | SegmentAgent | AsyncEnvAgents:
+        """An agent acting in ``num_envs`` new environments of this source: it ships segments of
+        ``segment_length`` steps (vtrace), or n-step samples when that is None."""
         ...
 
     async def evaluate(self, predictor: Predictor, episodes: int, seed: int) -> EvalResult:
@@ -51,8 +53,12 @@ class GymEnvs:
         assert self.spec is not None
         return self.spec
 
-    def make_agent(self, num_envs: int, *, actions: Actions, **agent_args: Any) -> Agent:
-        return Agent(envs=make_vector_env(self.env_id, num_envs, self.env_kwargs), actions=actions, **agent_args)
+    def make_agent(self, num_envs: int, *, actions: Actions, segment_length: int | None, n_step: int, gamma: float,
+                   **agent_args: Any) -> Agent | SegmentAgent:
+        envs = make_vector_env(self.env_id, num_envs, self.env_kwargs)
+        if segment_length is not None:
+            return SegmentAgent(envs=envs, actions=actions, segment_length=segment_length, **agent_args)
+        return Agent(envs=envs, actions=actions, n_step=n_step, gamma=gamma, **agent_args)
 
     async def evaluate(self, predictor: Predictor, episodes: int, seed: int) -> EvalResult:
         """With the last published weights, yielding to the loop after every vector step."""
@@ -82,8 +88,10 @@ class AsyncEnvFactory:
                 await AsyncEnvs([probe]).aclose()
         return self.spec
 
-    def make_agent(self, num_envs: int, *, actions: Actions, **agent_args: Any) -> AsyncEnvAgents:
-        return AsyncEnvAgents(envs=[self.factory() for _ in range(num_envs)], **agent_args)
+    def make_agent(self, num_envs: int, *, actions: Actions, segment_length: int | None, n_step: int, gamma: float,
+                   **agent_args: Any) -> AsyncEnvAgents:
+        return AsyncEnvAgents(envs=[self.factory() for _ in range(num_envs)], n_step=n_step, gamma=gamma,
+                              segment_length=segment_length, **agent_args)
 
     async def evaluate(self, predictor: Predictor, episodes: int, seed: int) -> EvalResult:
         assert self.spec is not None

@@ -31,7 +31,7 @@ import torch
 
 from asynca3c.config import Config
 from asynca3c.core.learner import Learner, LearnerSpec
-from asynca3c.core.messages import SampleBatch, StepStats
+from asynca3c.core.messages import SampleBatch, Segment, StepStats
 from asynca3c.core.model import ActorCritic
 from asynca3c.errors import LearnerError
 from asynca3c.runtime.wire import HEADER, encode_frame
@@ -46,6 +46,10 @@ class LearnerClient(Protocol):
 
     async def step(self, batch: SampleBatch) -> tuple[StepStats, Sequence[np.ndarray | torch.Tensor]]:
         """One minimize step; its stats and the new weights (CPU)."""
+        ...
+
+    async def learn(self, batch: Segment) -> tuple[StepStats, Sequence[np.ndarray | torch.Tensor]]:
+        """Epochs of minibatch steps with V-trace targets on a batch of segments; stats and new weights."""
         ...
 
     async def state(self) -> dict:
@@ -89,6 +93,10 @@ class ProcessLearner:
     async def step(self, batch: SampleBatch) -> tuple[StepStats, list[np.ndarray]]:
         """One minimize step; its stats and the new weights."""
         return await self._request("step", batch)
+
+    async def learn(self, batch: Segment) -> tuple[StepStats, list[np.ndarray]]:
+        """Epochs of minibatch steps on a batch of segments; their stats and the new weights."""
+        return await self._request("learn", batch)
 
     async def state(self) -> dict:
         """Model and optimizer state (CPU tensors) and the version."""
@@ -187,6 +195,10 @@ class ThreadLearner:
     async def step(self, batch: SampleBatch) -> tuple[StepStats, list[torch.Tensor]]:
         assert self.learner is not None, "start() first"
         return await self._call(self.learner.step, batch)
+
+    async def learn(self, batch: Segment) -> tuple[StepStats, list[torch.Tensor]]:
+        assert self.learner is not None, "start() first"
+        return await self._call(self.learner.learn, batch)
 
     async def state(self) -> dict:
         assert self.learner is not None, "start() first"

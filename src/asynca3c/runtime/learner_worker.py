@@ -35,8 +35,8 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
                 reply: object = learner.version
             elif learner is None:
                 raise RuntimeError(f"learner request {op!r} before 'init'")
-            elif op == "step":
-                stats, weights = learner.step(arg)
+            elif op in ("step", "learn"):
+                stats, weights = (learner.step if op == "step" else learner.learn)(arg)
                 reply = (stats, [w.numpy() for w in weights])
             elif op == "state":
                 reply = learner.state()

@@ -53,7 +53,8 @@ class Predictor:
 
     async def choose(self, row: np.ndarray, epsilon: float) -> tuple[int | list[float], float, int]:
         """One action for one observation row [1, obs_dim], drawn in the batch (cheaper than
-        sampling per caller): (action, its probability (density) with epsilon, policy version)."""
+        sampling per caller): (action, its log-probability under the behaviour policy (epsilon
+        included), policy version)."""
         return await self._request(row, epsilon)
 
     async def _request(self, obs: np.ndarray, epsilon: float | None):
@@ -99,8 +100,8 @@ class Predictor:
         if chooser.any():
             idx = offsets[chooser]
             eps = np.fromiter((r[2] for r in batch if r[2] is not None), np.float64, len(idx))
-            actions, prob = self.actions.choose(probs[idx], eps, self.rng)
-            choices = iter(zip(actions.tolist(), prob.tolist(), strict=True))
+            actions, logp = self.actions.choose(probs[idx], eps, self.rng)
+            choices = iter(zip(actions.tolist(), logp.tolist(), strict=True))
         version = self.version
         for (o, fut, epsilon), i in zip(batch, offsets.tolist(), strict=True):
             if epsilon is None:

@@ -15,8 +15,8 @@ from asynca3c.core.messages import ProgressRow, StepStats
 
 
 class Progress:
-    """What happened so far. 'Solved': the mean return of the evaluation agent's
-    last ``window`` episodes reaches ``threshold``."""
+    """What happened so far. 'Solved': the mean return of the last ``window`` judged episodes (played
+    without epsilon at every step, by whichever agent) reaches ``threshold``."""
 
     def __init__(self, window: int, threshold: float | None, on_solved: Callable[[], None] | None = None):
         self.start = time.perf_counter()
@@ -27,6 +27,7 @@ class Progress:
         self.updates = 0
         self.samples_trained = 0
         self.lag_sum = 0.0
+        self.nonfinite_steps = 0
         self.train_returns: deque[float] = deque(maxlen=window)
         self.eval_returns: deque[float] = deque(maxlen=window)
         self.lengths: deque[int] = deque(maxlen=window)  # of all agents' episodes
@@ -40,7 +41,7 @@ class Progress:
 
     #: What a checkpoint keeps so a resumed run continues its counters and its solve window.
     _KEPT = ("env_steps", "episodes", "updates", "samples_trained", "lag_sum", "eval_episodes",
-             "solved_after_seconds", "solved_after_steps")
+             "solved_after_seconds", "solved_after_steps", "nonfinite_steps")
 
     def state(self) -> dict:
         """Counters, seconds so far and the recent returns, as plain values."""
@@ -49,16 +50,18 @@ class Progress:
 
     def restore(self, state: dict) -> None:
         for k in self._KEPT:
-            setattr(self, k, state[k])
+            setattr(self, k, state.get(k, 0) if k == "nonfinite_steps" else state[k])  # older checkpoints lack it
         self.offset = float(state["seconds"])
         self.train_returns.extend(state["train_returns"])
         self.eval_returns.extend(state["eval_returns"])
 
-    def add_episode(self, ret: float, evaluation: bool, length: int = 0) -> None:
+    def add_episode(self, ret: float, judged: bool, length: int = 0) -> None:
+        """An episode ended; ``judged``: it was played without epsilon at every step, so it counts for
+        'solved' (the others are reported as exploring returns)."""
         self.episodes += 1
         self.lengths.append(length)
-        (self.eval_returns if evaluation else self.train_returns).append(ret)
-        if not evaluation:
+        (self.eval_returns if judged else self.train_returns).append(ret)
+        if not judged:
             return
         self.eval_episodes += 1
         if (self.solved_after_seconds is None and self.threshold is not None
@@ -69,9 +72,11 @@ class Progress:
                 self.on_solved()
 
     def add_update(self, stats: StepStats) -> None:
-        self.updates += 1
+        """A learner call's figures: ``updates`` counts gradient steps (policy versions)."""
+        self.updates += stats.steps
         self.samples_trained += stats.batch_size
         self.lag_sum += stats.lag_sum
+        self.nonfinite_steps += stats.nonfinite
         self.last_stats = stats
 
     @property
@@ -106,5 +111,10 @@ class Progress:
             "value_loss": s.value_loss if s else math.nan,
             "entropy": s.entropy if s else math.nan,
             "grad_norm": s.grad_norm if s else math.nan,
+            "policy_lag_max": s.lag_max if s else math.nan,  # of the last learner call's batch
+            "rho_mean": s.rho_mean if s else math.nan,
+            "rho_clipped_fraction": s.rho_clipped if s else math.nan,
+            "kl_behaviour": s.kl if s else math.nan,
+            "nonfinite_steps": self.nonfinite_steps,
             "solved": self.solved,
         }

@@ -29,7 +29,7 @@ from asynca3c.core.model import ActorCritic
 from asynca3c.core.rewards import NoveltyBonus, TrainingReward
 from asynca3c.outputs import checkpoint
 from asynca3c.outputs.run_dir import RunDirectory
-from asynca3c.runtime.agent import Agent, EpsilonSchedule
+from asynca3c.runtime.agent import Agent, EpsilonSchedule, Outbox, SegmentAgent
 from asynca3c.runtime.async_agents import AsyncEnvAgents
 from asynca3c.runtime.env_sources import EnvSource
 from asynca3c.runtime.learner_client import LearnerClient, make_learner
@@ -37,7 +37,7 @@ from asynca3c.runtime.looplag import LoopLag
 from asynca3c.runtime.metrics import MetricsHub
 from asynca3c.runtime.predictor import Predictor
 from asynca3c.runtime.progress import Progress
-from asynca3c.runtime.updates import STOP, update_task
+from asynca3c.runtime.updates import STOP, DirectLearning, segment_update_task, update_task
 
 
 @dataclass
@@ -111,7 +111,7 @@ class TrainingRun:
         if resume is not None:
             self.progress.restore(resume["counters"])
             self.predictor.version = int(resume["version"])
-        self.agents: list[Agent | AsyncEnvAgents] = []
+        self.agents: list[Agent | SegmentAgent | AsyncEnvAgents] = []
 
     async def start(self) -> None:
         """Start the learner (outside the clock: a worker process imports torch) and make the agents.
@@ -145,10 +145,10 @@ class TrainingRun:
         progress.start = time.perf_counter()
         try:
             async with asyncio.TaskGroup() as tg:
-                agent_tasks = [tg.create_task(a.run(), name=f"asynca3c-agent-{i}") for i, a in enumerate(self.agents)]
-                updates = [tg.create_task(update_task(queue, self.learner, self.predictor, progress, cfg.min_batch,
-                                                      cfg.max_batch), name=f"asynca3c-optimizer-{i}")
-                           for i in range(cfg.optimizers)]
+                agent_tasks = [tg.create_task(self._act(a), name=f"asynca3c-agent-{i}")
+                               for i, a in enumerate(self.agents)]
+                updates = [] if cfg.deterministic else [
+                    tg.create_task(self._update_task(), name=f"asynca3c-optimizer-{i}") for i in range(cfg.optimizers)]
                 monitor = tg.create_task(self._monitor(), name="asynca3c-monitor")
                 await self.stop.event.wait()
                 for a in self.agents:
@@ -160,11 +160,14 @@ class TrainingRun:
                 seconds = progress.elapsed()
                 monitor.cancel()
         except BaseExceptionGroup as group:
-            # One failure (an env that raised, a bad batch) is the error the caller should see.
+            # The first failure (an env that raised, a bad batch) is the error the caller sees; any others
+            # (two update tasks can fail on the same bad numbers) ride along as notes.
             errors = [e for e in group.exceptions if not isinstance(e, asyncio.CancelledError)]
-            if len(errors) == 1:
-                raise errors[0] from None
-            raise
+            if not errors:
+                raise
+            for other in errors[1:]:
+                errors[0].add_note(f"also: {type(other).__name__}: {other}")
+            raise errors[0] from None
         row = self._emit()
         state = None
         if self.run_dir is not None:  # before the final evaluation: a SIGTERM grace period is short
@@ -189,22 +192,39 @@ class TrainingRun:
             await asyncio.to_thread(self.run_dir.write_final, cfg, result.to_dict(), state["model"], self.network())
         return result
 
-    def _make_agents(self) -> list[Agent | AsyncEnvAgents]:
+    async def _act(self, agent: Agent | SegmentAgent | AsyncEnvAgents) -> None:
+        await agent.run()
+        if self.config.deterministic:  # its agent stopped at the step budget: the run ends there
+            self.stop("steps")
+
+    def _update_task(self):
+        cfg = self.config
+        if cfg.algorithm == "vtrace":
+            return segment_update_task(self.queue, self.learner, self.predictor, self.progress, cfg.batch_envs)
+        return update_task(self.queue, self.learner, self.predictor, self.progress, cfg.min_batch, cfg.max_batch)
+
+    def _make_agents(self) -> list[Agent | SegmentAgent | AsyncEnvAgents]:
         """The exploring agents (epsilon per agent) and the evaluation agent (no epsilon)."""
         cfg, progress = self.config, self.progress
         # A resumed run's environments start from new seeds, not from its first episodes again.
         entropy = [cfg.seed, progress.env_steps] if progress.env_steps else cfg.seed
         seeds = np.random.SeedSequence(entropy).generate_state(cfg.agents + 1)
-        common: dict[str, Any] = dict(encoder=self.encode, policy=self.predictor, n_step=cfg.n_step, gamma=cfg.gamma,
-                                      progress=progress, reward=TrainingReward(cfg.reward_scale, self.novelty))
-        agents = [self.source.make_agent(cfg.envs_per_agent, actions=self.actions, queue=self.queue, seed=int(seeds[i]),
+        outbox: Outbox = (DirectLearning(self.learner, self.predictor, progress, cfg.batch_envs)
+                          if cfg.deterministic else self.queue)
+        common: dict[str, Any] = dict(
+            encoder=self.encode, policy=self.predictor, n_step=cfg.n_step, gamma=cfg.gamma, progress=progress,
+            reward=TrainingReward(cfg.reward_scale, self.novelty),
+            segment_length=cfg.segment_length if cfg.algorithm == "vtrace" else None)
+        if cfg.deterministic:
+            common["step_limit"] = cfg.steps
+        agents = [self.source.make_agent(cfg.envs_per_agent, actions=self.actions, queue=outbox, seed=int(seeds[i]),
                                          epsilon=EpsilonSchedule(*cfg.epsilon(i), cfg.epsilon_steps), **common)
                   for i in range(cfg.agents)]
         if cfg.eval_envs:
             agents.append(self.source.make_agent(cfg.eval_envs, actions=self.actions,
-                                                 queue=self.queue if cfg.eval_agent_trains else None,
+                                                 queue=outbox if cfg.eval_agent_trains else None,
                                                  epsilon=EpsilonSchedule(0.0, 0.0, 0), seed=int(seeds[-1]),
-                                                 evaluation=True, **common))
+                                                 **common))
         return agents
 
     async def _monitor(self) -> None:

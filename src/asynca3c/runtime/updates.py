@@ -1,12 +1,17 @@
-"""Update tasks: take sample batches off the queue, have the learner run the minimize step, publish
-the new weights to the predictor. Several run at once, so one batch trains while the next crosses
-to the learner."""
+"""Update tasks: take what agents queued, have the learner train on it, publish the new weights to the
+predictor. Several run at once, so one batch trains while the next crosses to the learner.
+
+n-step samples are trained on in batches of whatever is queued (between ``min_batch`` and
+``max_batch``), one gradient step each: the seed's A3C. Segments are trained on in batches of exactly
+``batch_envs`` environment columns (a fixed number of samples), split off the queued segments;
+``SegmentBatcher`` does that, for the update tasks and for the deterministic mode's direct path.
+"""
 
 from __future__ import annotations
 
 import asyncio
 
-from asynca3c.core.messages import SampleBatch
+from asynca3c.core.messages import SampleBatch, Segment
 from asynca3c.runtime.learner_client import LearnerClient
 from asynca3c.runtime.predictor import Predictor
 from asynca3c.runtime.progress import Progress
@@ -40,3 +45,54 @@ async def update_task(queue: asyncio.Queue, learner: LearnerClient, predictor: P
         stats, weights = await learner.step(SampleBatch.concat(batches))
         predictor.set_weights(weights, stats.version)
         progress.add_update(stats)
+
+
+class SegmentBatcher:
+    """Cuts queued segments into batches of exactly ``batch_envs`` columns; columns left over wait for
+    the next segment."""
+
+    def __init__(self, batch_envs: int):
+        self.batch_envs = batch_envs
+        self._parts: list[Segment] = []
+        self._held = 0
+
+    def add(self, segment: Segment) -> list[Segment]:
+        """The batches that are complete once ``segment`` is added."""
+        self._parts.append(segment)
+        self._held += segment.envs
+        batches = []
+        while self._held >= self.batch_envs:
+            merged = Segment.concat(self._parts)
+            batches.append(merged.columns(0, self.batch_envs))
+            rest = merged.columns(self.batch_envs, merged.envs)
+            self._parts, self._held = ([rest] if rest.envs else []), rest.envs
+        return batches
+
+
+async def learn_and_publish(batch: Segment, learner: LearnerClient, predictor: Predictor, progress: Progress) -> None:
+    stats, weights = await learner.learn(batch)
+    predictor.set_weights(weights, stats.version)
+    progress.add_update(stats)
+
+
+async def segment_update_task(queue: asyncio.Queue, learner: LearnerClient, predictor: Predictor,
+                              progress: Progress, batch_envs: int) -> None:
+    """Until STOP: full batches of ``batch_envs`` columns to the learner (a part-filled one at STOP is dropped:
+    every gradient step sees the same number of samples)."""
+    batcher = SegmentBatcher(batch_envs)
+    while (item := await queue.get()) is not STOP:
+        for batch in batcher.add(item):
+            await learn_and_publish(batch, learner, predictor, progress)
+
+
+class DirectLearning:
+    """The deterministic mode's outbox: a full batch is trained on before the agent takes its next step,
+    so acting and learning never overlap and updates land in a fixed order."""
+
+    def __init__(self, learner: LearnerClient, predictor: Predictor, progress: Progress, batch_envs: int):
+        self.learner, self.predictor, self.progress = learner, predictor, progress
+        self.batcher = SegmentBatcher(batch_envs)
+
+    async def put(self, segment: Segment) -> None:
+        for batch in self.batcher.add(segment):
+            await learn_and_publish(batch, self.learner, self.predictor, self.progress)
