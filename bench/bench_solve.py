@@ -1,12 +1,19 @@
-"""Time to solve CartPole-v1 and training throughput, over several seeds.
+"""Time to solve an environment (CartPole-v1 by default) and training throughput, over several seeds.
 
 Each seed trains with ``until_solved`` under a wall-clock cap, one run after
-another (never two at once); a run counts as solved only when the 100 fresh
+another (never two at once), with the settings ``asynca3c train`` would use
+(the preset, the shipped ``hyperparams.toml`` table for the default preset,
+then ``--set`` overrides); a run counts as solved only when the 100 fresh
 evaluation episodes afterwards confirm the threshold. Prints a table per seed,
-the median and worst time, the throughput, and whether the issue's targets
-hold (median <= 5 s, every seed <= 15 s and confirmed, >= 150k steps/s).
+the median and worst time, the throughput, and for CartPole-v1 whether the
+first issue's targets hold (median <= 5 s, every seed <= 15 s and confirmed,
+>= 150k steps/s).
 
-    python bench/bench_solve.py --seeds 10 --json solve.json [--preset seed] [--FIELD VALUE ...]
+    python bench/bench_solve.py --seeds 10 --json solve.json [--preset seed] [--set FIELD=JSON ...]
+    python bench/bench_solve.py --env Pendulum-v1 --set reward_threshold=-200 --set until_solved=false --cap 60
+
+With ``until_solved=false`` every run trains for the whole cap; "solved after" is then when the window
+first reached the threshold, and the fresh episodes judge the policy at the cap.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import statistics
 import sys
 
 from asynca3c import Config, train
-from asynca3c.config import preset
+from asynca3c.config_files import resolve
 
 TARGET_MEDIAN_S, TARGET_MAX_S, TARGET_STEPS_PER_S = 5.0, 15.0, 150_000
 
@@ -44,8 +51,8 @@ def main(argv=None) -> int:
     print("| seed | solved after (s) | steps to solve | steps/s | updates | eval return (100 fresh) | confirmed |")
     print("|---:|---:|---:|---:|---:|---:|:---:|")
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        cfg: Config = preset(args.preset, env=args.env, seed=seed, seconds=args.cap, until_solved=True,
-                             **overrides)
+        cfg: Config = resolve(args.preset, {"env": args.env, "seed": seed, "seconds": args.cap,
+                                            "until_solved": True, **overrides})
         r = train(cfg).to_dict()
         r["confirmed"] = bool(r["solved"] and r["eval_mean_return"] >= r["reward_threshold"])
         runs.append(r)
@@ -57,7 +64,7 @@ def main(argv=None) -> int:
     times = [r["solved_after_seconds"] if r["confirmed"] else float("inf") for r in runs]
     median, worst = statistics.median(times), max(times)
     sps = statistics.median(r["steps_per_second"] for r in runs)
-    holds = {
+    holds = {} if args.env != "CartPole-v1" else {
         f"median time to solve <= {TARGET_MEDIAN_S:g} s": median <= TARGET_MEDIAN_S,
         f"every seed solved and confirmed within {TARGET_MAX_S:g} s": worst <= TARGET_MAX_S,
         f"median throughput >= {TARGET_STEPS_PER_S:,} steps/s": sps >= TARGET_STEPS_PER_S,

@@ -4,7 +4,8 @@ Systems, S seeds each, one run at a time (round-robin over seeds, so slow
 drifts of a shared machine spread over every system), each run in its own
 process with a wall-clock cap:
 
-- ``asynca3c``: this package's defaults;
+- ``asynca3c``: this package's defaults (V-trace on segments);
+- ``asynca3c-nstep``: this package with ``--preset nstep`` (the n-step defaults before V-trace);
 - ``asynca3c-seed``: this package with ``--preset seed`` (the article's constants);
 - ``seed-threaded``: the article's threaded design in torch (bench/seed_threaded.py);
 - ``sb3-a2c``, ``sb3-ppo``: stable-baselines3 with rl-zoo's CartPole-v1 settings
@@ -44,7 +45,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-SYSTEMS = ("asynca3c", "asynca3c-seed", "seed-threaded", "sb3-a2c", "sb3-ppo")
+SYSTEMS = ("asynca3c", "asynca3c-nstep", "asynca3c-seed", "seed-threaded", "sb3-a2c", "sb3-ppo")
 SEED_BASELINE = "seed-threaded"
 EVAL_EPISODES = 100
 
@@ -83,7 +84,7 @@ def run_one(system: str, seed: int, cap: float, device: str, run_dir: Path, env_
         from asynca3c.config import preset
         from asynca3c.runtime.trainer import train
 
-        cfg = preset("seed" if system == "asynca3c-seed" else "default", env=env_id, seed=seed, seconds=cap,
+        cfg = preset(system.partition("-")[2] or "default", env=env_id, seed=seed, seconds=cap,
                      until_solved=True, device=device, log_interval=log_interval,
                      final_eval_episodes=EVAL_EPISODES)
         result = train(cfg, run_dir=run_dir).to_dict()  # writes progress.csv and its own final evaluation

@@ -173,7 +173,7 @@ def test_acting_code_loads_neither_cli_nor_outputs(module):
 def test_public_names_resolve_lazily_and_stay_importable():
     loaded = loaded_by("import asynca3c")
     assert "torch" not in loaded and loaded <= {"asynca3c", "asynca3c._version"}
-    from asynca3c import Config, NStepKernel, Trainer, evaluate, nstep_returns, train  # noqa: F401
+    from asynca3c import Config, NStepKernel, Trainer, evaluate, nstep_returns, train, vtrace  # noqa: F401
 
     for name in asynca3c.__all__:
         assert getattr(asynca3c, name) is not None

@@ -26,6 +26,7 @@ _EXPORTS = {
     "VideoError": "asynca3c.errors",
     "NStepKernel": "asynca3c.core.returns",
     "nstep_returns": "asynca3c.core.returns",
+    "vtrace": "asynca3c.core.vtrace",
     "EvalResult": "asynca3c.core.evaluation",
     "evaluate": "asynca3c.core.evaluation",
     "MetricsRow": "asynca3c.core.messages",
@@ -37,7 +38,7 @@ _EXPORTS = {
 __all__ = [
     "Asynca3cError", "CheckpointError", "Config", "ConfigError", "CurveError", "EnvError", "EvalResult",
     "LearnerError", "MetricsRow", "NStepKernel", "TrainResult", "Trainer", "TrainerClosed", "VideoError",
-    "__version__", "evaluate", "nstep_returns", "preset", "train",
+    "__version__", "evaluate", "nstep_returns", "preset", "train", "vtrace",
 ]
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from asynca3c.core.evaluation import EvalResult, evaluate
     from asynca3c.core.messages import MetricsRow
     from asynca3c.core.returns import NStepKernel, nstep_returns
+    from asynca3c.core.vtrace import vtrace
     from asynca3c.errors import (
         Asynca3cError,
         CheckpointError,

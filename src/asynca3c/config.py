@@ -32,9 +32,9 @@ class Config:
     queue of 2 segments keeps acting at most a few batches ahead of learning.
     No epsilon and no entropy bonus: the stochastic policy explores, and every
     agent's episodes judge 'solved', so no evaluation agent is needed.
-    Measured here, CartPole-v1 solved in a median 0.78 s and 195k steps (4/4
-    seeds confirmed), where the n-step defaults before them
-    (``preset('nstep')``) took 1.3 s and 1.2M steps.
+    Measured here (README, 10 seeds), CartPole-v1 is solved in a median 2.3 s
+    and 183k steps, every seed confirmed, where the n-step defaults before
+    them took 4.0 s and 1.24M steps in the same run.
 
     ``preset('seed')`` keeps the seed article's algorithm and constants
     (n-step windows, RMSprop, epsilon 0.4 to 0.15, eight agents of one env).
@@ -83,8 +83,10 @@ class Config:
                                 "V-trace policy gradient)")
     rho_bar: float = _f(1.0, "vtrace: truncation of the importance weights in the targets and the policy gradient")
     c_bar: float = _f(1.0, "vtrace: truncation of the trace-cutting weights c")
-    importance_correction: bool = _f(True, "vtrace: weight targets and policy gradient by pi/mu (False: treat every "
-                                           "segment as on-policy, the uncorrected update, for comparison)")
+    importance_correction: bool = _f(True, "vtrace: weight targets and policy gradient by pi/mu (False: the "
+                                           "uncorrected update, for comparison: targets as if on-policy, and the "
+                                           "clipped ratio taken against the learner's policy before the batch, as "
+                                           "PPO run without a lag correction)")
     normalize_advantages: bool = _f(True, "vtrace: normalize the advantages of each minibatch to mean 0, std 1")
     deterministic: bool = _f(False, "vtrace: one agent, acting and learning alternate (no overlap), updates in a "
                                     "fixed order: the same seed gives the same run (needs agents=1, eval_envs=0)")
@@ -221,9 +223,12 @@ SEED_PRESET = dict(
     eval_envs=32, queue_size=64,
 )
 
-#: The tuned n-step A3C that was the default before V-trace (CartPole-v1 in about 1.3 s and 1.2M steps here).
+#: The tuned n-step A3C that was the default before V-trace. Its exploring agents keep epsilon 0.01 so that,
+#: as when it was tuned, only the evaluation agent's episodes judge 'solved': with epsilon decaying to 0 they
+#: counted too, and the window, refilled by 512 environments in a fraction of a second, called 2 of 10 seeds
+#: solved that 100 fresh episodes did not confirm.
 NSTEP_PRESET = dict(
-    algorithm="nstep", agents=2, envs_per_agent=256, eval_envs=32, epsilon_start=(0.1,), epsilon_end=(0.0,),
+    algorithm="nstep", agents=2, envs_per_agent=256, eval_envs=32, epsilon_start=(0.1,), epsilon_end=(0.01,),
     queue_size=64, optimizer="rmsprop", lr=0.003, entropy_coef=0.01, hidden=(16,), reward_scale=0.1,
 )
 

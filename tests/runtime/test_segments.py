@@ -184,6 +184,26 @@ def test_learn_takes_epochs_times_minibatches_steps_and_reports_lag_and_rho():
     assert len(weights) == len(list(ln.model.parameters())) and stats.nonfinite == 0
 
 
+@pytest.mark.parametrize("clip_ratio", [0.0, 0.2])
+def test_the_uncorrected_update_ignores_mu_but_reports_the_real_rho(clip_ratio):
+    """importance_correction=False (the comparison in bench/bench_lag.py) trains as if every segment were
+    on-policy, so mu cannot change the weights; the corrected update does depend on it."""
+    rng = np.random.default_rng(3)
+    seg = segment(8, 6, rng)
+    stale = Segment(**{**vars(seg), "behaviour_logp": np.full((8, 6), np.log(0.05), np.float32)})
+
+    def weights_after(s, correct):
+        ln = learner(clip_ratio=clip_ratio, importance_correction=correct)
+        stats, weights = ln.learn(s)
+        return stats, weights
+
+    (fresh_stats, fresh), (stale_stats, stale_w) = weights_after(seg, False), weights_after(stale, False)
+    assert all(torch.equal(a, b) for a, b in zip(fresh, stale_w, strict=True))
+    assert stale_stats.rho_mean > 5 * fresh_stats.rho_mean  # pi/mu as the data has it, corrected for or not
+    (_, corrected), (_, corrected_stale) = weights_after(seg, True), weights_after(stale, True)
+    assert not all(torch.equal(a, b) for a, b in zip(corrected, corrected_stale, strict=True))
+
+
 def test_the_policy_gradient_prefers_the_rewarded_action():
     """A bandit in segment form: every step terminates, action 0 pays 1, action 1 pays 0. Acting with the
     current policy and learning from V-trace advantages moves pi(0) towards 1 and V towards the mean."""

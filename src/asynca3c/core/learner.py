@@ -125,6 +125,7 @@ class Learner:
             steps = skipped = 0
             lag_sum, lag_max = 0.0, -math.inf
             rho_stats = (math.nan, math.nan, math.nan)
+            start_logp = mu
             for epoch in range(cfg.epochs):
                 with torch.no_grad():
                     out, values = self.model(flat_obs)
@@ -138,6 +139,9 @@ class Learner:
                 log_rho_np = log_rho.double().cpu().numpy()
                 if epoch == 0:  # the lag the data really has, corrected for or not
                     rho_stats = _rho_figures(log_rho_np[seg.valid], cfg.rho_bar)
+                    # the uncorrected update clips against the learner's policy before this batch, as PPO
+                    # run asynchronously without a correction would
+                    start_logp = logp.view(T, E)
                 if not cfg.importance_correction:  # the uncorrected update: as if mu were pi
                     log_rho_np = np.zeros_like(log_rho_np)
                 vt = vtrace(values.view(T + 1, E).double().cpu().numpy(), seg.reward, log_rho_np, seg.terminated,
@@ -161,7 +165,7 @@ class Learner:
                         std = (((a - mean) ** 2 * w).sum() / count).sqrt()
                         a = (a - mean) / (std + 1e-8)
                     if cfg.clip_ratio:
-                        behaviour = mu[:, idx] if cfg.importance_correction else lp.detach()
+                        behaviour = mu[:, idx] if cfg.importance_correction else start_logp[:, idx]
                         ratio = torch.exp((lp - behaviour).clamp(-20.0, 20.0))
                         clipped = ratio.clamp(1 - cfg.clip_ratio, 1 + cfg.clip_ratio)
                         pg = -torch.minimum(ratio * a, clipped * a)
