@@ -321,3 +321,11 @@ def test_bad_learning_settings_are_refused(change, message):
 
     with pytest.raises(ConfigError, match=__import__("re").escape(message)):
         Config(**change)
+
+
+def test_the_deterministic_mode_refuses_async_environments():
+    from asynca3c import ConfigError, Trainer
+
+    with pytest.raises(ConfigError, match="deterministic=True is not allowed with env_factory"):
+        Trainer(Config(**DET), env_factory=AsyncCountEnv)
+

@@ -63,6 +63,9 @@ class Trainer:
         checkpoint (a file, a run directory holding one, or what ``checkpoint.load`` returned) to
         continue: weights, optimizer state, counters, recent returns and random states; budgets then
         count the run's total, not this session's."""
+        if env_factory is not None and config.deterministic:
+            raise ConfigError("deterministic=True is not allowed with env_factory: async environments step "
+                              "concurrently, in no fixed order; use a gymnasium id (Config.env)")
         self.config = config
         self._resume = resume_from if isinstance(resume_from, dict) or resume_from is None \
             else checkpoint.load(resume_from)
