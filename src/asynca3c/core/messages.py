@@ -61,6 +61,14 @@ class Segment:
     behaviour_logp: np.ndarray  # float32 [T, E]: log mu(a|s), epsilon included
     version: np.ndarray  # int64 [T, E]: the policy version that chose each action
 
+    @classmethod
+    def empty(cls, T: int, E: int, obs_dim: int, action_shape: tuple, action_dtype) -> Segment:
+        """Zeroed buffers for an agent to fill step by step (every step invalid until written)."""
+        return cls(obs=np.zeros((T + 1, E, obs_dim), np.float32), action=np.zeros((T, E, *action_shape), action_dtype),
+                   reward=np.zeros((T, E), np.float32), terminated=np.zeros((T, E), bool),
+                   truncated=np.zeros((T, E), bool), valid=np.zeros((T, E), bool),
+                   behaviour_logp=np.zeros((T, E), np.float32), version=np.zeros((T, E), np.int64))
+
     @property
     def envs(self) -> int:
         return self.reward.shape[1]

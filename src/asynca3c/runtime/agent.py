@@ -161,32 +161,21 @@ class SegmentAgent(_VectorAgent):
         self._new_buffers(obs)
 
     def _new_buffers(self, first_obs: np.ndarray) -> None:
-        T, V = self.T, self.num_envs
-        self.obs = np.empty((T + 1, V, first_obs.shape[1]), dtype=np.float32)
-        self.act = np.zeros((T, V, *self.actions.shape), dtype=self.actions.dtype)
-        self.rew = np.zeros((T, V), dtype=np.float32)
-        self.term = np.zeros((T, V), dtype=bool)
-        self.trunc = np.zeros((T, V), dtype=bool)
-        self.valid = np.zeros((T, V), dtype=bool)
-        self.logp = np.zeros((T, V), dtype=np.float32)
-        self.ver = np.zeros(T, dtype=np.int64)
-        self.obs[0] = first_obs
+        self.seg = Segment.empty(self.T, self.num_envs, first_obs.shape[1], self.actions.shape, self.actions.dtype)
+        self.seg.obs[0] = first_obs
 
     def _record(self, actions, logp, version, reward, term, trunc, live, obs) -> Segment | None:
-        t = self._t
-        self.act[t], self.logp[t], self.ver[t] = actions, logp, version
-        self.rew[t] = np.where(live, reward, 0.0)
-        self.term[t], self.trunc[t], self.valid[t] = term & live, trunc & live, live
-        self.obs[t + 1] = obs
+        t, seg = self._t, self.seg
+        seg.action[t], seg.behaviour_logp[t], seg.version[t] = actions, logp, version
+        seg.reward[t] = np.where(live, reward, 0.0)
+        seg.terminated[t], seg.truncated[t], seg.valid[t] = term & live, trunc & live, live
+        seg.obs[t + 1] = obs
         self._t = t + 1
         if self._t < self.T:
             return None
-        segment = Segment(obs=self.obs, action=self.act, reward=self.rew, terminated=self.term,
-                          truncated=self.trunc, valid=self.valid, behaviour_logp=self.logp,
-                          version=np.repeat(self.ver[:, None], self.num_envs, axis=1))
         self._t = 0
         self._new_buffers(obs)
-        return segment
+        return seg
 
 
 __all__ = ["Agent", "EpsilonSchedule", "Outbox", "SegmentAgent"]

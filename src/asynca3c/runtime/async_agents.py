@@ -104,41 +104,34 @@ class _SegmentRecorder:
 
     def __init__(self, num_envs: int, T: int, action_shape: tuple, action_dtype):
         self.T, self.action_shape, self.action_dtype = T, action_shape, action_dtype
-        self.cols: list[dict] = [{} for _ in range(num_envs)]
+        self.segs: dict[int, Segment] = {}  # env -> the segment it is filling (from begin on)
+        self.t = [0] * num_envs
+        self.version = [0] * num_envs  # the last version that acted: what an invalid step is tagged with
 
     def begin(self, i: int, obs: np.ndarray) -> None:
-        T = self.T
-        self.cols[i] = dict(
-            t=0, last_version=0, obs=np.empty((T + 1, 1, obs.shape[1]), np.float32),
-            action=np.zeros((T, 1, *self.action_shape), self.action_dtype), reward=np.zeros((T, 1), np.float32),
-            terminated=np.zeros((T, 1), bool), truncated=np.zeros((T, 1), bool), valid=np.zeros((T, 1), bool),
-            behaviour_logp=np.zeros((T, 1), np.float32), version=np.zeros((T, 1), np.int64))
-        self.cols[i]["obs"][0] = obs
+        self.segs[i] = Segment.empty(self.T, 1, obs.shape[1], self.action_shape, self.action_dtype)
+        self.segs[i].obs[0] = obs
+        self.t[i] = 0
 
-    def _put(self, i, next_obs, **step) -> list:
-        c = self.cols[i]
-        t = c["t"]
-        for name, value in step.items():
-            c[name][t] = value
-        c["obs"][t + 1] = next_obs
-        c["t"] = t + 1
-        if c["t"] < self.T:
+    def _put(self, i: int, next_obs: np.ndarray, valid: bool, action=0, logp=0.0, reward=0.0,
+             terminated=False, truncated=False) -> list[Segment]:
+        seg, t = self.segs[i], self.t[i]
+        seg.action[t], seg.behaviour_logp[t], seg.version[t] = action, logp, self.version[i]
+        seg.reward[t], seg.terminated[t], seg.truncated[t], seg.valid[t] = reward, terminated, truncated, valid
+        seg.obs[t + 1] = next_obs
+        self.t[i] = t + 1
+        if self.t[i] < self.T:
             return []
-        done = Segment(**{name: c[name] for name in ("obs", "action", "reward", "terminated", "truncated", "valid",
-                                                      "behaviour_logp", "version")})
-        last_version = c["last_version"]
         self.begin(i, next_obs)
-        self.cols[i]["last_version"] = last_version
-        return [done]
+        return [seg]
 
-    def step(self, i, obs, action, logp, version, reward, terminated, truncated, next_obs) -> list:
-        self.cols[i]["last_version"] = version
-        return self._put(i, next_obs, action=action, reward=reward, terminated=terminated, truncated=truncated,
-                         valid=True, behaviour_logp=logp, version=version)
+    def step(self, i, obs, action, logp, version, reward, terminated, truncated, next_obs) -> list[Segment]:
+        self.version[i] = version
+        return self._put(i, next_obs, True, action, logp, reward, terminated, truncated)
 
-    def reset(self, i: int, obs: np.ndarray) -> list:
+    def reset(self, i: int, obs: np.ndarray) -> list[Segment]:
         """The invalid step between episodes: no action taken, no reward, the reset observation next."""
-        return self._put(i, obs, valid=False, version=self.cols[i]["last_version"])
+        return self._put(i, obs, False)
 
     def message(self, staged: list) -> Segment:
         return Segment.concat(staged)
