@@ -244,11 +244,27 @@ def test_a_non_finite_loss_skips_the_step_keeps_the_weights_and_stops_after_a_ru
     assert (stats.steps, stats.nonfinite, ln.version) == (0, 1, 0)
     stats, _ = ln.learn(segment(4, 4, np.random.default_rng(3)))
     assert (stats.steps, stats.nonfinite, ln.version) == (0, 1, 0)
+    assert stats.batch_size == 0 and math.isnan(stats.lag_max)  # nothing trained: no samples, no lag
     for name, tensor in ln.model.state_dict().items():
         assert torch.equal(tensor, before[name]), name
     assert not ln.optimizer.state  # no optimizer step ever ran
     with pytest.raises(LearnerError, match="3 non-finite losses or gradients in a row.*last good one"):
         ln.step(nstep_batch())
+
+
+class NanRewardEnv(CountEnv):
+    def step(self, action):
+        obs, _, terminated, truncated, info = super().step(action)
+        return obs, math.nan, terminated, truncated, info
+
+
+gym.register("asynca3c-test/NanReward-v0", entry_point=NanRewardEnv)
+
+
+@pytest.mark.filterwarnings("ignore:.*reward is a NaN value")  # gymnasium's env checker says so first
+def test_segment_agents_refuse_a_non_finite_reward_as_the_n_step_kernel_does():
+    with pytest.raises(ValueError, match="rewards must be finite, got nan for env 0"):
+        train(Config(env="asynca3c-test/NanReward-v0", seconds=10, final_eval_episodes=0))
 
 
 def test_a_finite_step_resets_the_count():

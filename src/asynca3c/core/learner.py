@@ -122,7 +122,7 @@ class Learner:
             n_valid = int(seg.valid.sum())
             rng = np.random.default_rng(self.version)  # the column order: varied, and reproducible
             sums = np.zeros(4)  # policy loss, value loss, entropy, gradient norm (over the steps taken)
-            steps = skipped = 0
+            steps = skipped = trained = 0
             lag_sum, lag_max = 0.0, -math.inf
             rho_stats = (math.nan, math.nan, math.nan)
             start_logp = mu
@@ -137,6 +137,7 @@ class Learner:
                     skipped += cfg.minibatches
                     continue
                 log_rho_np = log_rho.double().cpu().numpy()
+                trained += n_valid  # this pass has targets: its samples are trained on
                 if epoch == 0:  # the lag the data really has, corrected for or not
                     rho_stats = _rho_figures(log_rho_np[seg.valid], cfg.rho_bar)
                     # the uncorrected update clips against the learner's policy before this batch, as PPO
@@ -187,9 +188,9 @@ class Learner:
                         skipped += 1
             means = sums / steps if steps else np.full(4, math.nan)
             policy_loss, value_loss, entropy_mean, grad_norm = means.tolist()
-            stats = StepStats(self.version, n_valid * cfg.epochs, policy_loss, value_loss, entropy_mean, grad_norm,
+            stats = StepStats(self.version, trained, policy_loss, value_loss, entropy_mean, grad_norm,
                               lag_sum=lag_sum, steps=steps,
-                              nonfinite=skipped, lag_max=lag_max if n_valid else math.nan,
+                              nonfinite=skipped, lag_max=lag_max if math.isfinite(lag_max) else math.nan,
                               rho_mean=rho_stats[0], rho_clipped=rho_stats[1], kl=rho_stats[2])
             return stats, self.cpu_weights()
 

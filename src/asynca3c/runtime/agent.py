@@ -165,6 +165,10 @@ class SegmentAgent(_VectorAgent):
         self.seg.obs[0] = first_obs
 
     def _record(self, actions, logp, version, reward, term, trunc, live, obs) -> Segment | None:
+        bad = live & ~np.isfinite(reward)
+        if bad.any():  # as the n-step kernel refuses them: a NaN target would reach the learner
+            i = int(bad.argmax())
+            raise ValueError(f"rewards must be finite, got {float(reward[i])!r} for env {i}")
         t, seg = self._t, self.seg
         seg.action[t], seg.behaviour_logp[t], seg.version[t] = actions, logp, version
         seg.reward[t] = np.where(live, reward, 0.0)

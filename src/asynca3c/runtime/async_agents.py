@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -126,6 +127,8 @@ class _SegmentRecorder:
         return [seg]
 
     def step(self, i, obs, action, logp, version, reward, terminated, truncated, next_obs) -> list[Segment]:
+        if not math.isfinite(reward):  # as the n-step kernel refuses them
+            raise ValueError(f"rewards must be finite, got {reward!r} for env {i}")
         self.version[i] = version
         return self._put(i, next_obs, True, action, logp, reward, terminated, truncated)
 
