@@ -155,14 +155,13 @@ class SegmentAgent(_VectorAgent):
     def __init__(self, *, segment_length: int, **kw):
         super().__init__(**kw)
         self.T = segment_length
-        self._t = 0
 
     def _begin(self, obs: np.ndarray) -> None:
-        self._new_buffers(obs)
-
-    def _new_buffers(self, first_obs: np.ndarray) -> None:
-        self.seg = Segment.empty(self.T, self.num_envs, first_obs.shape[1], self.actions.shape, self.actions.dtype)
-        self.seg.obs[0] = first_obs
+        """A new segment whose first row is ``obs`` (the run's first observations, or the last row of the
+        segment just shipped)."""
+        self.seg = Segment.empty(self.T, self.num_envs, obs.shape[1], self.actions.shape, self.actions.dtype)
+        self.seg.obs[0] = obs
+        self._t = 0
 
     def _record(self, actions, logp, version, reward, term, trunc, live, obs) -> Segment | None:
         bad = live & ~np.isfinite(reward)
@@ -177,8 +176,7 @@ class SegmentAgent(_VectorAgent):
         self._t = t + 1
         if self._t < self.T:
             return None
-        self._t = 0
-        self._new_buffers(obs)
+        self._begin(obs)
         return seg
 
 
