@@ -21,7 +21,9 @@ _EXPORTS = {
     "ConfigError": "asynca3c.errors",
     "CurveError": "asynca3c.errors",
     "EnvError": "asynca3c.errors",
+    "EnvFault": "asynca3c.errors",
     "LearnerError": "asynca3c.errors",
+    "RunDirError": "asynca3c.errors",
     "TrainerClosed": "asynca3c.errors",
     "VideoError": "asynca3c.errors",
     "NStepKernel": "asynca3c.core.returns",
@@ -36,8 +38,8 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "Asynca3cError", "CheckpointError", "Config", "ConfigError", "CurveError", "EnvError", "EvalResult",
-    "LearnerError", "MetricsRow", "NStepKernel", "TrainResult", "Trainer", "TrainerClosed", "VideoError",
+    "Asynca3cError", "CheckpointError", "Config", "ConfigError", "CurveError", "EnvError", "EnvFault", "EvalResult",
+    "LearnerError", "MetricsRow", "NStepKernel", "RunDirError", "TrainResult", "Trainer", "TrainerClosed", "VideoError",
     "__version__", "evaluate", "nstep_returns", "preset", "train", "vtrace",
 ]
 
@@ -53,7 +55,9 @@ if TYPE_CHECKING:
         ConfigError,
         CurveError,
         EnvError,
+        EnvFault,
         LearnerError,
+        RunDirError,
         TrainerClosed,
         VideoError,
     )

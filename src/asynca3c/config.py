@@ -113,6 +113,20 @@ class Config:
     # --- machinery
     device: str = _f("auto", "where minimize steps run: auto, cpu or cuda")
     torch_threads: int = _f(1, "torch intra-op threads (0: leave torch's setting alone)")
+    # --- faults
+    env_faults: str = _f("auto", "what an environment fault (an exception, an async step past env_step_timeout, "
+                                 "a non-finite or wrongly shaped observation, a non-finite reward) does: 'fail' "
+                                 "stops the run naming the env, the fault and the step; 'restart' closes that "
+                                 "environment (a gymnasium agent's whole vector), makes a new one with a fresh "
+                                 "seed, drops its unfinished segment and counts it; 'auto': restart for async "
+                                 "environments (env_factory), fail for gymnasium ids")
+    max_env_faults_per_minute: int = _f(30, "env_faults='restart': faults within any 60 s that still stop the run")
+    env_step_timeout: float = _f(30.0, "seconds an async environment's reset or step may take before it counts "
+                                       "as a fault (0: wait forever)")
+    max_learner_restarts: int = _f(2, "learner process deaths survived: each restarts it from the newest state "
+                                      "the trainer holds; one more stops the run")
+    eval_max_episode_steps: int = _f(10_000, "steps after which a final-evaluation episode is cut off, for "
+                                             "environments with no time limit of their own")
     # --- budget and stopping
     seconds: float = _f(30.0, "wall-clock budget in seconds (0: no limit)")
     steps: int = _f(0, "environment-step budget (0: no limit)")

@@ -8,8 +8,8 @@ Torch-free and import-free, so every layer and the CLI can import it cheaply.
 
 from __future__ import annotations
 
-__all__ = ["Asynca3cError", "CheckpointError", "ConfigError", "CurveError", "EnvError", "LearnerError",
-           "TrainerClosed", "VideoError"]
+__all__ = ["Asynca3cError", "CheckpointError", "ConfigError", "CurveError", "EnvError", "EnvFault", "LearnerError",
+           "RunDirError", "TrainerClosed", "VideoError"]
 
 
 class Asynca3cError(Exception):
@@ -36,8 +36,17 @@ class VideoError(Asynca3cError, ValueError):
     """A video that cannot be made: unknown format, missing packages, an env that does not render."""
 
 
+class RunDirError(Asynca3cError, ValueError):
+    """A run directory that cannot be used: a file, under a file, not writable, or another run's."""
+
+
 class LearnerError(Asynca3cError, RuntimeError):
-    """The learner process died or could not start."""
+    """The learner could not go on: its process died too often, or its numbers stayed non-finite."""
+
+
+class EnvFault(Asynca3cError, RuntimeError):
+    """An environment failed during a run (raised, hung, returned non-finite or misshaped numbers) and the
+    fault policy says to stop; the message names the env, the fault and the step."""
 
 
 class TrainerClosed(Asynca3cError, RuntimeError):
