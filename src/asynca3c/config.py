@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from asynca3c.checks import check_gamma_n
+from asynca3c.checks import MAX_KERNEL_ELEMENTS, MAX_N, check_gamma_n, check_kernel_size
 from asynca3c.errors import ConfigError
 
 
@@ -154,49 +154,82 @@ class Config:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not allowed: {allowed}")
 
         need(isinstance(self.env, str) and self.env, "env", "a gymnasium environment id")
-        for name in ("agents", "envs_per_agent", "optimizers", "min_batch", "max_batch", "queue_size",
-                     "solve_window", "n_step", "novelty_bins", "segment_length", "batch_envs", "epochs",
-                     "minibatches", "max_nonfinite_steps"):
+        need(isinstance(self.env_kwargs, dict), "env_kwargs", "a mapping of keyword arguments")
+        steps = self.env_kwargs.get("max_episode_steps")
+        need(steps is None or (_int(steps) and 1 <= steps <= MAX_STEPS_PER_EPISODE), "env_kwargs",
+             f"max_episode_steps must be an integer in [1, {MAX_STEPS_PER_EPISODE}] (or absent)")
+        for name, (low, high) in INT_RANGES.items():
             v = getattr(self, name)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, "an integer >= 1")
-        for name in ("eval_envs", "epsilon_steps", "steps", "torch_threads", "final_eval_episodes"):
-            v = getattr(self, name)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, name, "an integer >= 0")
+            need(_int(v) and v >= low, name, f"an integer >= {low}")
+            need(v <= high, name, f"an integer in [{low}, {high}]")
+        for name, (bottom, open_bottom, top, shown) in NUMBER_RANGES.items():
+            x = getattr(self, name)
+            need(_num(x) and not (x <= bottom if open_bottom else x < bottom),  # NaN passes: the range refuses it
+                 name, f"a number {'>' if open_bottom else '>='} {bottom:g}")
+            need(x <= top, name, f"a number in {'(' if open_bottom else '['}{bottom:g}, {shown}]")
+        need(_int(self.seed) and 0 <= self.seed <= MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}]")
         need(self.max_batch >= self.min_batch, "max_batch", f"an integer >= min_batch ({self.min_batch})")
         try:
             check_gamma_n(self.gamma, self.n_step)
         except (TypeError, ValueError) as e:
             raise ConfigError(str(e)) from None
-        for name in ("lr", "rmsprop_eps", "log_interval", "reward_scale"):
-            need(_num(getattr(self, name)) and getattr(self, name) > 0, name, "a number > 0")
         need(_num(self.rmsprop_alpha) and 0 <= self.rmsprop_alpha < 1, "rmsprop_alpha", "a number in [0, 1)")
-        for name in ("value_coef", "entropy_coef", "max_grad_norm", "seconds", "save_every", "novelty_bonus"):
-            need(_num(getattr(self, name)) and getattr(self, name) >= 0, name, "a number >= 0")
         for name in ("epsilon_start", "epsilon_end"):
             v = getattr(self, name)
             need(all(_num(x) and 0 <= x <= 1 for x in v), name, "numbers in [0, 1]")
             need(len(v) in (1, self.agents), name, f"one value or one per agent ({self.agents})")
-        need(all(isinstance(h, int) and h >= 1 for h in self.hidden) and self.hidden, "hidden",
-             "one or more integers >= 1")
-        need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
-             "auto, cpu, cuda or cuda:N")
+        self._validate_hidden(need)
+        need(isinstance(self.device, str) and (self.device in ("auto", "cpu", "cuda") or
+                                               self.device.startswith("cuda:")), "device", "auto, cpu, cuda or cuda:N")
         need(self.learner in ("process", "thread"), "learner", "process or thread")
         need(self.algorithm in ("nstep", "vtrace"), "algorithm", "nstep or vtrace")
         need(self.optimizer in ("rmsprop", "adam"), "optimizer", "rmsprop or adam")
+        need(self.env_faults in ("auto", "fail", "restart"), "env_faults", "auto, fail or restart")
         need(self.minibatches <= self.batch_envs, "minibatches", f"an integer <= batch_envs ({self.batch_envs})")
         need(_num(self.clip_ratio) and 0 <= self.clip_ratio < 1, "clip_ratio", "a number in [0, 1)")
         for name in ("rho_bar", "c_bar"):
             need(_num(getattr(self, name)) and 0 < getattr(self, name) < float("inf"), name, "a finite number > 0")
+        self._validate_products(need)
         if self.deterministic:
             need(self.algorithm == "vtrace", "deterministic", "only with algorithm='vtrace'")
             need(self.agents == 1, "deterministic", f"only with agents=1 (got {self.agents})")
             need(self.eval_envs == 0, "deterministic", f"only with eval_envs=0 (got {self.eval_envs}): the "
                  "agent's own episodes without epsilon are judged")
-        need(self.seed is not None and isinstance(self.seed, int), "seed", "an integer")
-        need(_num(self.reward_threshold), "reward_threshold", "a number (NaN: the env spec's threshold)")
+        need(_num(self.reward_threshold) and abs(self.reward_threshold) != float("inf"), "reward_threshold",
+             "a finite number (NaN: the env spec's threshold)")
         need(not self.until_solved or self.eval_envs > 0 or 0 in self.epsilon_end, "until_solved",
              "only with episodes played without epsilon: an evaluation agent (eval_envs >= 1) or an agent "
              "whose epsilon_end is 0")
+
+    def _validate_hidden(self, need) -> None:
+        h = self.hidden
+        need(h and all(_int(x) and x >= 1 for x in h), "hidden", "one or more integers >= 1")
+        need(len(h) <= MAX_HIDDEN_LAYERS and all(x <= MAX_HIDDEN_WIDTH for x in h), "hidden",
+             f"1 to {MAX_HIDDEN_LAYERS} integers in [1, {MAX_HIDDEN_WIDTH}]")
+        need(all(a * b <= MAX_LAYER_WEIGHTS for a, b in zip(h, h[1:])), "hidden",
+             f"widths whose neighbours' products are at most {MAX_LAYER_WEIGHTS} (weights of one layer)")
+
+    def _validate_products(self, need) -> None:
+        """Sizes that several settings allocate together (each factor is already capped)."""
+        need(self.agents * self.envs_per_agent <= MAX_TOTAL_ENVS, "envs_per_agent",
+             f"an integer in [1, {MAX_TOTAL_ENVS // self.agents}] with agents={self.agents} "
+             f"(agents x envs_per_agent <= {MAX_TOTAL_ENVS})")
+        need(self.segment_length * self.batch_envs <= MAX_BATCH_ELEMENTS, "batch_envs",
+             f"an integer in [1, {MAX_BATCH_ELEMENTS // self.segment_length}] with segment_length="
+             f"{self.segment_length} (segment_length x batch_envs <= {MAX_BATCH_ELEMENTS})")
+        envs = max(self.envs_per_agent, self.eval_envs)  # the largest vector one agent steps
+        if self.algorithm == "vtrace":
+            need(self.segment_length * envs <= MAX_BATCH_ELEMENTS, "segment_length",
+                 f"an integer in [1, {MAX_BATCH_ELEMENTS // envs}] with {envs} environments in an agent "
+                 f"(segment_length x environments <= {MAX_BATCH_ELEMENTS})")
+        else:
+            try:
+                check_kernel_size(envs, self.n_step)
+            except ValueError:
+                fits = MAX_KERNEL_ELEMENTS // envs  # the ring (n rounded up to a power of two) must fit
+                top = min(MAX_N, 1 << (fits.bit_length() - 1))
+                need(False, "n_step", f"an integer in [1, {top}] with {envs} environments in an agent (their "
+                     f"n-step kernel holds environments x n rounded up to a power of two <= {MAX_KERNEL_ELEMENTS})")
 
     def epsilon(self, agent: int) -> tuple[float, float]:
         """(start, end) of the epsilon schedule of exploring agent ``agent``."""
@@ -227,6 +260,60 @@ class Config:
 
 def _num(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+#: Caps on what the settings allocate or count. Integer settings: (smallest, largest) allowed.
+MAX_COUNT = 1_000_000  # environments, episodes, queued messages
+MAX_STEPS = 10**15  # step budgets
+MAX_STEPS_PER_EPISODE = 10**9  # env_kwargs' max_episode_steps
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "agents": (1, 1_024),
+    "envs_per_agent": (1, MAX_COUNT),
+    "eval_envs": (0, MAX_COUNT),
+    "epsilon_steps": (0, MAX_STEPS),
+    "n_step": (1, MAX_N),
+    "novelty_bins": (1, 65_536),
+    "segment_length": (1, 10_000),
+    "batch_envs": (1, MAX_COUNT),
+    "epochs": (1, 10_000),
+    "minibatches": (1, 10_000),
+    "max_nonfinite_steps": (1, MAX_COUNT),
+    "optimizers": (1, 10_000),
+    "min_batch": (1, 10_000_000),
+    "max_batch": (1, 10_000_000),
+    "queue_size": (1, MAX_COUNT),
+    "torch_threads": (0, 1_024),
+    "max_env_faults_per_minute": (0, MAX_COUNT),
+    "max_learner_restarts": (0, 10_000),
+    "eval_max_episode_steps": (1, MAX_STEPS_PER_EPISODE),
+    "steps": (0, MAX_STEPS),
+    "solve_window": (1, MAX_COUNT),
+    "final_eval_episodes": (0, MAX_COUNT),
+}
+#: Number settings: (low, low excluded, high, high as shown); every one must be finite.
+NUMBER_RANGES: dict[str, tuple[float, bool, float, str]] = {
+    "lr": (0, True, 1.0, "1"),
+    "rmsprop_eps": (0, True, 1.0, "1"),
+    "reward_scale": (0, True, 1e6, "1e6"),
+    "novelty_bonus": (0, False, 1e6, "1e6"),
+    "value_coef": (0, False, 1e6, "1e6"),
+    "entropy_coef": (0, False, 1e6, "1e6"),
+    "max_grad_norm": (0, False, 1e6, "1e6"),
+    "env_step_timeout": (0, False, 1e9, "1e9"),
+    "seconds": (0, False, 1e9, "1e9"),
+    "save_every": (0, False, 1e9, "1e9"),
+    "log_interval": (0, True, 1e9, "1e9"),
+}
+MAX_SEED = 2**32 - 1
+MAX_HIDDEN_LAYERS = 64
+MAX_HIDDEN_WIDTH = 65_536
+MAX_LAYER_WEIGHTS = 2**28  # hidden[i] x hidden[i + 1]
+MAX_TOTAL_ENVS = 1_000_000  # agents x envs_per_agent
+MAX_BATCH_ELEMENTS = 10_000_000  # segment_length x batch_envs, and x an agent's environments
 
 
 #: The seed article's constants (its table), with our machinery.

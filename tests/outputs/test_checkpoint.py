@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -86,9 +87,9 @@ def test_truncated_checkpoint_gives_a_clear_error(assert_one_line_error, run_cli
 def test_mismatched_checkpoint_names_what_differs(trained):
     run_dir, _ = trained
     with pytest.raises(CheckpointError, match=r"hidden: checkpoint \[8\], this run \[32\]"):
-        Trainer(Config(**{**SMALL, "hidden": (32,)}), resume_from=run_dir)
+        asyncio.run(Trainer(Config(**{**SMALL, "hidden": (32,)}), resume_from=run_dir).run())
     with pytest.raises(CheckpointError, match="env: checkpoint 'CartPole-v1', this run 'Acrobot-v1'"):
-        Trainer(Config(**{**SMALL, "env": "Acrobot-v1"}), resume_from=run_dir)
+        asyncio.run(Trainer(Config(**{**SMALL, "env": "Acrobot-v1"}), resume_from=run_dir).run())
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         checkpoint.load(run_dir / "nothing-here")
 
@@ -101,7 +102,7 @@ class _Payload:
 def test_loading_never_unpickles_arbitrary_objects(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION, "x": _Payload()}, path)
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="refused: it holds Python code"):
         checkpoint.load(path)
 
 

@@ -198,7 +198,7 @@ def test_request_stop_ends_the_run_gracefully():
 )
 def test_unusable_environments_are_refused_before_training(kwargs, match):
     with pytest.raises(EnvError, match=match):
-        Trainer(Config(**kwargs))
+        train(Config(**kwargs))
 
 
 def test_discrete_observations_are_one_hot():

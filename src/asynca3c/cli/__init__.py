@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from asynca3c.cli import bench, check_env, evaluate, plot, train
 from asynca3c.cli.common import OneLineErrorParser
-from asynca3c.errors import Asynca3cError
+from asynca3c.errors import Asynca3cError, EnvFault, LearnerError
 
 __all__ = ["OneLineErrorParser", "build_parser", "main"]
 
@@ -27,9 +27,20 @@ def build_parser() -> OneLineErrorParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 0 done, 2 bad input (refused before anything ran), 1 a fault during the run (an
+    environment, the learner, a full disk), 130/143 stopped by SIGINT/SIGTERM."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
         return args.run(args)
+    except (EnvFault, LearnerError, OSError) as e:
+        print(f"asynca3c: error: {one_line_error(e)}", file=sys.stderr)
+        return 1
     except Asynca3cError as e:
-        print(f"asynca3c: error: {e}", file=sys.stderr)
+        print(f"asynca3c: error: {one_line_error(e)}", file=sys.stderr)
         return 2
+
+
+def one_line_error(e: BaseException) -> str:
+    """The message and its notes (where the state was saved, other failures) on one line."""
+    notes = [" ".join(n.split()) for n in getattr(e, "__notes__", [])]
+    return "; ".join([" ".join(str(e).split()), *notes])

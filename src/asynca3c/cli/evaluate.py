@@ -18,6 +18,9 @@ def add_parser(sub) -> None:
     ev.add_argument("--deterministic", action="store_true",
                     help="always take the most likely action (default: sample from the policy)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: 0)")
+    ev.add_argument("--max-steps", type=int, default=10_000,
+                    help="cut off episodes after this many steps, for environments without a time limit of "
+                         "their own (default: 10000)")
     ev.add_argument("--video", type=Path, default=None, metavar="PATH.mp4|PATH.gif",
                     help="also record episodes to this file (needs: pip install 'asynca3c[video]')")
     ev.add_argument("--video-episodes", type=int, default=1, help="episodes in the video (default: 1)")
@@ -32,14 +35,14 @@ def run(args: argparse.Namespace) -> int:
     from asynca3c.outputs.checkpoint import load_policy
     from asynca3c.outputs.video import check_path, record
 
-    for name in ("episodes", "video_episodes"):
+    for name in ("episodes", "video_episodes", "max_steps"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)} is not allowed: an integer >= 1")
     if args.video is not None:
         check_path(args.video)
     model, env_id, env_kwargs = load_policy(args.source)
     result = evaluate(model, env_id, args.episodes, env_kwargs=env_kwargs, seed=args.seed,
-                      deterministic=args.deterministic)
+                      deterministic=args.deterministic, max_steps=args.max_steps)
     st = result.stats()
     how = "most likely action" if args.deterministic else "actions sampled from the policy"
     print(f"{env_id}: mean {st['mean']:.2f}, std {st['std']:.2f}, min {st['min']:.1f}, max {st['max']:.1f} "

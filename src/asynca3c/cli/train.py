@@ -48,6 +48,9 @@ def add_parser(sub) -> None:
                        help="continue the run in RUN_DIR (or from a checkpoint file): its config, weights, "
                             "optimizer state, counters and random states; flags given here override its "
                             "config, and budgets count the whole run")
+    train.add_argument("--overwrite", action="store_true",
+                       help="the run directory may hold another run: its files are removed first (without this, "
+                            "or --resume, such a directory is refused)")
     train.add_argument("--quiet", action="store_true", help="print only the summary")
     _add_config_flags(train)
     train.set_defaults(run=run)
@@ -104,31 +107,46 @@ def run(args: argparse.Namespace) -> int:
         run_dir = args.run_dir or Path("runs") / f"{config.env}-{time.strftime('%Y%m%d-%H%M%S')}"
     report = (lambda row: None) if args.quiet else _print_progress
 
+    stopped_by: list[signal.Signals] = []
+    aborted: list[bool] = []
+
     async def session():
-        trainer = Trainer(config, run_dir=run_dir, on_progress=report, resume_from=saved)
+        trainer = Trainer(config, run_dir=run_dir, on_progress=report, resume_from=saved, overwrite=args.overwrite)
         loop = asyncio.get_running_loop()
-        stopped_by: list[signal.Signals] = []
+        me = asyncio.current_task()
+        assert me is not None  # run_on_uvloop runs this as a task
 
         def on_signal(sig: signal.Signals):
+            if aborted:
+                return
             if stopped_by and sig == signal.SIGINT:  # second Ctrl-C: stop now, only the last checkpoint remains
-                raise KeyboardInterrupt
+                aborted.append(True)
+                print(f"SIGINT again: aborting now; {run_dir} keeps what was written last", file=sys.stderr,
+                      flush=True)
+                me.cancel()
+                return
             if not stopped_by:
                 stopped_by.append(sig)
                 print(f"\n{sig.name}: stopping (the queue drains, a checkpoint and the results are written; "
                       "Ctrl-C again to abort)", file=sys.stderr, flush=True)
-                trainer.request_stop("interrupted" if sig == signal.SIGINT else "terminated")
+            trainer.request_stop("interrupted" if sig == signal.SIGINT else "terminated")  # later: ends evaluation
 
         for sig in EXIT_STATUS:
             loop.add_signal_handler(sig, on_signal, sig)
         try:
-            return await trainer.run(), stopped_by
+            return await trainer.run()
         finally:
             for sig in EXIT_STATUS:
                 loop.remove_signal_handler(sig)
 
     if not args.quiet:
         print(f"training {config.env} ({how}, seed {config.seed}); run dir {run_dir}", flush=True)
-    result, stopped_by = run_on_uvloop(session())
+    try:
+        result = run_on_uvloop(session())
+    except asyncio.CancelledError:
+        if not aborted:
+            raise
+        return EXIT_STATUS[signal.SIGINT]
     _print_summary(result.to_dict(), run_dir)
     return EXIT_STATUS[stopped_by[0]] if stopped_by else 0
 
@@ -154,4 +172,7 @@ def _print_summary(s: dict, run_dir: Path) -> None:
     print(f"evaluation: {_fmt(s['eval_mean_return'])} +- {_fmt(s['eval_std_return'])} over "
           f"{s['eval_episodes']} fresh episodes; mean policy lag {_fmt(s['policy_lag_mean'], '.2f')} updates")
     print(f"event-loop lag: p99 {_fmt(s['loop_lag_p99_ms'], '.2f')} ms, max {_fmt(s['loop_lag_max_ms'], '.1f')} ms")
+    if s["env_faults"] or s["learner_restarts"] or s["nonfinite_steps"]:
+        print(f"faults survived: {s['env_faults']} environment faults, {s['learner_restarts']} learner restarts, "
+              f"{s['nonfinite_steps']} non-finite steps skipped")
     print(f"wrote {run_dir}/config.json, model.pt, checkpoint.pt, summary.json, progress.csv")

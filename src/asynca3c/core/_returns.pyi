@@ -1,5 +1,7 @@
 """Type stub for the compiled return kernels (see _returns.pyx)."""
 
+from typing import SupportsIndex
+
 import numpy as np
 import numpy.typing as npt
 
@@ -16,7 +18,8 @@ class NStepKernel:
     returns: npt.NDArray[np.float64]
     discounts: npt.NDArray[np.float64]
     steps: npt.NDArray[np.int64]
-    def __init__(self, num_envs: int, n: int, gamma: float) -> None: ...
+    # num_envs <= MAX_ENVS, n <= MAX_N, num_envs x ring(n) <= MAX_KERNEL_ELEMENTS (asynca3c.checks), else ValueError
+    def __init__(self, num_envs: SupportsIndex, n: SupportsIndex, gamma: float) -> None: ...
     @property
     def pending(self) -> npt.NDArray[np.intp]: ...
     def push(
@@ -26,6 +29,7 @@ class NStepKernel:
         truncated: npt.NDArray[np.bool_],
         mask: npt.NDArray[np.bool_] | None = None,
     ) -> int: ...
+    def drop(self, env: int) -> None: ...
     def push_one(
         self, env: int, reward: float, terminated: bool = False, truncated: bool = False
     ) -> int: ...

@@ -30,6 +30,8 @@ from libc.string cimport memset
 
 import numpy as np
 
+from asynca3c.checks import check_kernel_size
+
 cimport numpy as cnp
 
 cnp.import_array()
@@ -121,31 +123,30 @@ cdef class NStepKernel:
     cdef Py_ssize_t _bad_env
     cdef double _bad_reward
 
-    def __cinit__(self, Py_ssize_t num_envs, Py_ssize_t n, double gamma):
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+    def __cinit__(self, num_envs, n, double gamma):
+        # Sizes are checked (with Python integers, which cannot overflow) before anything is allocated.
+        num_envs, n = check_kernel_size(num_envs, n)
         if not (0.0 <= gamma <= 1.0):
             raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
         self.num_envs, self.n, self.gamma = num_envs, n, gamma
         self._ring = 1
-        while self._ring < n:
+        while self._ring < self.n:
             self._ring *= 2
         self._mask = self._ring - 1
-        self._st = <EnvState*>PyMem_Malloc(num_envs * sizeof(EnvState))
-        self._rew = <double*>PyMem_Malloc(num_envs * self._ring * sizeof(double))
-        self._suf = <double*>PyMem_Malloc(num_envs * self._ring * sizeof(double))
-        self._pow = <double*>PyMem_Malloc((n + 1) * sizeof(double))
+        cdef Py_ssize_t E = self.num_envs, cells = self.num_envs * self._ring, i
+        self._st = <EnvState*>PyMem_Malloc(E * sizeof(EnvState))
+        self._rew = <double*>PyMem_Malloc(cells * sizeof(double))
+        self._suf = <double*>PyMem_Malloc(cells * sizeof(double))
+        self._pow = <double*>PyMem_Malloc((self.n + 1) * sizeof(double))
         if not (self._st and self._rew and self._suf and self._pow):
             raise MemoryError()
-        memset(self._st, 0, num_envs * sizeof(EnvState))
-        memset(self._rew, 0, num_envs * self._ring * sizeof(double))
-        memset(self._suf, 0, num_envs * self._ring * sizeof(double))
+        memset(self._st, 0, E * sizeof(EnvState))
+        memset(self._rew, 0, cells * sizeof(double))
+        memset(self._suf, 0, cells * sizeof(double))
         self._pow[0] = 1.0
-        for i in range(1, n + 1):
+        for i in range(1, self.n + 1):
             self._pow[i] = self._pow[i - 1] * gamma
-        cap = num_envs * n
+        cap = E * self.n
         self.env = np.zeros(cap, dtype=np.int64)
         self.start = np.zeros(cap, dtype=np.int64)
         self.boot = np.zeros(cap, dtype=np.int64)
@@ -295,6 +296,16 @@ cdef class NStepKernel:
         return self._push(<double*>cnp.PyArray_DATA(r), <cnp.npy_bool*>cnp.PyArray_DATA(te),
                           <cnp.npy_bool*>cnp.PyArray_DATA(tr), <cnp.npy_bool*>cnp.PyArray_DATA(m))
 
+    def drop(self, Py_ssize_t env):
+        """Forget env's open window without emitting it (the env was replaced after a fault); its step
+        count goes on."""
+        if env < 0 or env >= self.num_envs:
+            raise IndexError(f"env must be in [0, {self.num_envs}), got {env}")
+        cdef EnvState* st = &self._st[env]
+        st.count = 0
+        st.back_len = 0
+        st.back_sum = 0.0
+
     def push_one(self, Py_ssize_t env, double reward, bint terminated=False, bint truncated=False):
         """Record one transition of one environment; returns samples emitted."""
         if env < 0 or env >= self.num_envs:
@@ -304,13 +315,15 @@ cdef class NStepKernel:
         return self._record(env, reward, terminated, truncated, 0)
 
 
-def trajectory_returns(NStepKernel kernel, rewards, terminated, truncated,
+def trajectory_returns(NStepKernel kernel not None, rewards, terminated, truncated,
                        cnp.ndarray returns, cnp.ndarray discounts):
     """Run one trajectory through env 0 of a fresh ``kernel``; the end counts as truncation.
 
     Inputs are validated by the caller (same length, finite rewards, float64
     outputs). Writes ``returns[t]`` and ``discounts[t]`` for every step t.
     """
+    if kernel._st[0].step != 0 or kernel._st[0].count != 0:
+        raise ValueError("trajectory_returns needs a fresh kernel (env 0 has recorded steps)")
     cdef Py_ssize_t T = len(rewards)
     cdef cnp.ndarray r = _checked(rewards, cnp.NPY_DOUBLE, T, "rewards")
     cdef cnp.ndarray te = _checked(terminated, cnp.NPY_BOOL, T, "terminated")
@@ -331,13 +344,29 @@ def trajectory_returns(NStepKernel kernel, rewards, terminated, truncated,
                 disc[kernel._o_start[i]] = kernel._o_disc[i]
 
 
-def vtrace_into(cnp.ndarray values, cnp.ndarray rewards, cnp.ndarray log_rhos, cnp.ndarray terminated,
-                cnp.ndarray truncated, cnp.ndarray valid, double gamma, double rho_bar, double c_bar,
-                cnp.ndarray vs, cnp.ndarray advantages, cnp.ndarray carry):
+cdef _need_2d(object x, int typenum, Py_ssize_t rows, Py_ssize_t cols, str name, bint out=False):
+    """Raise ValueError unless x is a C-contiguous, native-order 2-D array of that dtype and shape."""
+    cdef cnp.ndarray a
+    if cnp.PyArray_Check(x):
+        a = <cnp.ndarray>x
+        if (cnp.PyArray_NDIM(a) == 2 and cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(a)
+                and cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_DIMS(a)[0] == rows
+                and cnp.PyArray_DIMS(a)[1] == cols and (not out or cnp.PyArray_ISWRITEABLE(a))):
+            return
+    kind = "float64" if typenum == cnp.NPY_DOUBLE else "bool"
+    got = f"{x.dtype} {x.shape}" if cnp.PyArray_Check(x) else type(x).__name__
+    raise ValueError(f"{name} must be a C-contiguous{' writeable' if out else ''} {kind} array of shape "
+                     f"({rows}, {cols}), got {got}")
+
+
+def vtrace_into(cnp.ndarray values not None, cnp.ndarray rewards not None, cnp.ndarray log_rhos not None,
+                cnp.ndarray terminated not None, cnp.ndarray truncated not None, cnp.ndarray valid not None,
+                double gamma, double rho_bar, double c_bar,
+                cnp.ndarray vs not None, cnp.ndarray advantages not None, cnp.ndarray carry not None):
     """V-trace targets and policy-gradient advantages of a batch of segments, written into
-    ``vs`` and ``advantages`` ([T, E] float64). Shapes and dtypes are checked by the caller
-    (``asynca3c.core.vtrace.vtrace``): values float64 [T+1, E]; rewards, log_rhos float64
-    [T, E]; flags bool [T, E]; ``carry`` float64 [E] scratch. All C-contiguous.
+    ``vs`` and ``advantages`` ([T, E] float64). ``asynca3c.core.vtrace.vtrace`` converts its
+    inputs; here they must already be values float64 [T+1, E]; rewards, log_rhos float64
+    [T, E]; flags bool [T, E]; ``carry`` float64 [E] scratch; all C-contiguous (else ValueError).
 
     Returns ``(0, 0)``, or ``(which, flat index)`` of the first non-finite input
     (1 values, 2 rewards, 3 log_rhos), checked as the data are read.
@@ -346,7 +375,21 @@ def vtrace_into(cnp.ndarray values, cnp.ndarray rewards, cnp.ndarray log_rhos, c
     vs[t+1] - values[t+1] of the same episode, or 0 where the episode does not go on
     (terminated, truncated, an invalid step, the segment's end).
     """
-    cdef Py_ssize_t T = rewards.shape[0], E = rewards.shape[1]
+    if cnp.PyArray_NDIM(rewards) != 2 or cnp.PyArray_DIMS(rewards)[0] < 1 or cnp.PyArray_DIMS(rewards)[1] < 1:
+        raise ValueError(f"rewards must be a 2-D array [T, E] with T, E >= 1, got shape {(<object>rewards).shape}")
+    cdef Py_ssize_t T = cnp.PyArray_DIMS(rewards)[0], E = cnp.PyArray_DIMS(rewards)[1]
+    # Checked here too, so that no call writes or reads out of bounds whatever it is given.
+    _need_2d(values, cnp.NPY_DOUBLE, T + 1, E, "values")
+    _need_2d(rewards, cnp.NPY_DOUBLE, T, E, "rewards")
+    _need_2d(log_rhos, cnp.NPY_DOUBLE, T, E, "log_rhos")
+    _need_2d(terminated, cnp.NPY_BOOL, T, E, "terminated")
+    _need_2d(truncated, cnp.NPY_BOOL, T, E, "truncated")
+    _need_2d(valid, cnp.NPY_BOOL, T, E, "valid")
+    _need_2d(vs, cnp.NPY_DOUBLE, T, E, "vs", True)
+    _need_2d(advantages, cnp.NPY_DOUBLE, T, E, "advantages", True)
+    if not (_is_array(carry, cnp.NPY_DOUBLE, E) and cnp.PyArray_ISWRITEABLE(carry)):
+        raise ValueError(f"carry must be a C-contiguous writeable float64 array of shape ({E},), "
+                         f"got {carry.dtype} {(<object>carry).shape}")
     cdef const double* v = <double*>cnp.PyArray_DATA(values)
     cdef const double* r = <double*>cnp.PyArray_DATA(rewards)
     cdef const double* lr = <double*>cnp.PyArray_DATA(log_rhos)

@@ -36,13 +36,27 @@ class EnvSpec:
     action_high: tuple[float, ...] = ()
 
 
+#: What gym.make raises for an id or arguments it cannot use (and a missing package behind an id).
+_MAKE_ERRORS = (gym.error.Error, ImportError, TypeError, ValueError)
+
+
+def _refusal(env_id: str, kwargs: dict, e: Exception) -> EnvError:
+    """The one-line EnvError for one of ``_MAKE_ERRORS`` raised by gym.make or gym.make_vec."""
+    text = " ".join(str(e).split())
+    if isinstance(e, (ImportError, gym.error.DependencyNotInstalled)):
+        return EnvError(f"{env_id!r} needs a package that is not installed ({text}); install it or choose "
+                        "another environment")
+    if isinstance(e, gym.error.Error):
+        return EnvError(f"unknown environment id {env_id!r}: {text}")
+    return EnvError(f"bad keyword arguments {kwargs!r} for {env_id!r}: {text}" if kwargs else
+                    f"{env_id!r} could not be made: {text}")
+
+
 def _make_single(env_id: str, env_kwargs: dict) -> gym.Env:
     try:
         return gym.make(env_id, **env_kwargs)
-    except gym.error.Error as e:
-        raise EnvError(f"unknown environment id {env_id!r}: {e}") from None
-    except TypeError as e:
-        raise EnvError(f"bad keyword arguments {env_kwargs!r} for {env_id!r}: {e}") from None
+    except _MAKE_ERRORS as e:
+        raise _refusal(env_id, env_kwargs, e) from None
 
 
 def inspect_env(env_id: str, env_kwargs: dict | None = None) -> EnvSpec:
@@ -112,10 +126,10 @@ def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict | None = None) 
     kwargs = dict(env_kwargs or {})
     try:
         envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
-    except gym.error.Error:
-        envs = None
-    except TypeError as e:
-        raise EnvError(f"bad keyword arguments {kwargs!r} for {env_id!r}: {e}") from None
+    except _MAKE_ERRORS as e:
+        if not isinstance(e, gym.error.Error) or isinstance(e, gym.error.DependencyNotInstalled):
+            raise _refusal(env_id, kwargs, e) from None
+        envs = None  # no vector entry point (or an unknown id): the sync vector below says which
     if envs is None or envs.metadata.get("autoreset_mode") != AutoresetMode.NEXT_STEP:
         if envs is not None:
             envs.close()
@@ -124,10 +138,8 @@ def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict | None = None) 
                 env_id, num_envs=num_envs, vectorization_mode="sync",
                 vector_kwargs={"autoreset_mode": AutoresetMode.NEXT_STEP}, **kwargs,
             )
-        except gym.error.Error as e:
-            raise EnvError(f"unknown environment id {env_id!r}: {e}") from None
-        except TypeError as e:
-            raise EnvError(f"bad keyword arguments {kwargs!r} for {env_id!r}: {e}") from None
+        except _MAKE_ERRORS as e:
+            raise _refusal(env_id, kwargs, e) from None
     return envs
 
 

@@ -41,14 +41,15 @@ class EvalResult:
 
 
 def evaluate(policy: ActorCritic | PolicyFn, env_id: str, episodes: int = 100, *, env_kwargs: dict | None = None,
-             seed: int = 0, deterministic: bool = False, chunk: int = 128) -> EvalResult:
+             seed: int = 0, deterministic: bool = False, chunk: int = 128, max_steps: int = 0) -> EvalResult:
     """Play ``episodes`` episodes (each on its own env, so short ones are not over-counted).
 
     A model's actions are sampled from its policy (``deterministic``: its most
-    likely action); a callable decides for itself.
+    likely action); a callable decides for itself. ``max_steps`` cuts off
+    episodes of environments without a time limit of their own (0: never).
     """
     returns: list[float] = []
-    for _ in play(policy, env_id, episodes, env_kwargs, seed, deterministic, chunk, returns):
+    for _ in play(policy, env_id, episodes, env_kwargs, seed, deterministic, chunk, returns, max_steps=max_steps):
         pass
     return EvalResult(returns)
 
@@ -68,27 +69,36 @@ def model_policy(model: ActorCritic, spec: EnvSpec, deterministic: bool, rng: np
 
 
 def play(policy: ActorCritic | PolicyFn, env_id: str, episodes: int, env_kwargs: dict | None, seed: int,
-         deterministic: bool, chunk: int, returns: list[float]) -> Iterator[None]:
-    """Plays the episodes, appending their returns; yields after every vector step, so a loop-side
-    caller can hand control back to its event loop between steps."""
+         deterministic: bool, chunk: int, returns: list[float], *, max_steps: int = 0,
+         spec: EnvSpec | None = None) -> Iterator[None]:
+    """Plays the episodes, appending their returns; yields after every vector step, so a caller can
+    hand control back (to its event loop, or to a cancel check) between steps. An episode still running
+    after ``max_steps`` steps is cut off there (0: never), with the return it has; when the caller stops
+    early, the episodes that already ended are appended."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     if isinstance(policy, ActorCritic):
-        policy = model_policy(policy, inspect_env(env_id, env_kwargs), deterministic, np.random.default_rng(seed))
+        spec = spec or inspect_env(env_id, env_kwargs)
+        policy = model_policy(policy, spec, deterministic, np.random.default_rng(seed))
     elif not callable(policy):
         raise TypeError(f"policy must be an ActorCritic or a callable (observations -> actions), "
                         f"got {type(policy).__name__}")
     for first in range(0, episodes, chunk):
         k = min(chunk, episodes - first)
         envs = make_vector_env(env_id, k, env_kwargs)
+        ep_ret, running = np.zeros(k), np.ones(k, dtype=bool)
         try:
             raw, _ = envs.reset(seed=seed + first)
-            ep_ret, running = np.zeros(k), np.ones(k, dtype=bool)
-            while running.any():
+            steps = 0
+            while running.any() and not (max_steps and steps >= max_steps):
                 raw, rew, term, trunc, _ = envs.step(np.asarray(policy(raw)))
                 ep_ret += np.where(running, rew, 0.0)
                 running &= ~(term | trunc)
+                steps += 1
                 yield
             returns.extend(ep_ret.tolist())
+        except GeneratorExit:  # the caller stopped early: keep the episodes that ended
+            returns.extend(ep_ret[~running].tolist())
+            raise
         finally:
             envs.close()

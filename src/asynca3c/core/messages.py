@@ -130,6 +130,8 @@ class ProgressRow(TypedDict):
     rho_clipped_fraction: float
     kl_behaviour: float
     nonfinite_steps: int
+    env_faults: int
+    learner_restarts: int
     solved: bool
 
 

@@ -47,14 +47,16 @@ def nstep_returns(rewards, terminated, truncated, gamma: float, n: int):
     ``returns[t]`` sums ``gamma**i * rewards[t+i]`` over the k = min(n, steps
     to the episode's end) steps of sample t; ``discounts[t]`` is ``gamma**k``,
     or 0 when the episode terminated within those k steps. The end of the
-    arrays counts as a truncation. Runs on the compiled kernel.
+    arrays counts as a truncation. Runs on the compiled kernel. n is at most
+    ``asynca3c.checks.MAX_N``.
     """
     check_gamma_n(gamma, n)
     r, te, tr = _trajectory_arrays(rewards, terminated, truncated)
     returns = np.empty(len(r), dtype=np.float64)
     discounts = np.empty(len(r), dtype=np.float64)
     if len(r):
-        trajectory_returns(NStepKernel(1, int(n), float(gamma)), r, te, tr, returns, discounts)
+        # A window never holds more than the trajectory: a larger n gives the same results.
+        trajectory_returns(NStepKernel(1, min(int(n), len(r)), float(gamma)), r, te, tr, returns, discounts)
     return returns, discounts
 
 

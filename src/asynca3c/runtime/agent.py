@@ -11,6 +11,8 @@ move out of process.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -20,7 +22,17 @@ from asynca3c.core.envs import ObsEncoder
 from asynca3c.core.messages import SampleBatch, Segment
 from asynca3c.core.returns import NStepKernel
 from asynca3c.core.rewards import TrainingReward
+from asynca3c.errors import EnvFault
+from asynca3c.runtime.faults import FaultPolicy, describe_exception, encode_checked, reward_fault
 from asynca3c.runtime.progress import Progress
+
+
+def _close_quietly(envs) -> None:
+    """Close environments that faulted; their own errors in close are no longer of interest."""
+    try:
+        envs.close()
+    except Exception:  # noqa: S110 - a broken env may fail to close; it is being replaced
+        pass
 
 
 class EpsilonSchedule:
@@ -42,13 +54,17 @@ class Outbox(Protocol):
 
 
 class _VectorAgent:
-    """The acting loop shared by both kinds: infer, choose (epsilon mixed in), step, count episodes."""
+    """The acting loop shared by both kinds: infer, choose (epsilon mixed in), step, count episodes.
+    A step that faults (see ``runtime.faults``) is never recorded: the policy stops the run, or the
+    whole vector is replaced and its unfinished segment dropped."""
 
     def __init__(self, *, envs, encoder: ObsEncoder, policy, actions: Actions, queue: Outbox | None,
                  epsilon: EpsilonSchedule, progress: Progress, seed: int, reward: TrainingReward | None = None,
-                 step_limit: int = 0):
+                 step_limit: int = 0, faults: FaultPolicy | None = None, make_envs: Callable[[], Any] | None = None,
+                 name: str = "agent"):
         """``step_limit``: return once the run's step count reaches it (0: no limit); the deterministic
-        mode stops at the exact step this way rather than when the budget monitor next looks."""
+        mode stops at the exact step this way rather than when the budget monitor next looks.
+        ``make_envs`` makes a replacement vector after a fault (without it every fault stops the run)."""
         self.envs, self.encode, self.policy, self.queue = envs, encoder, policy, queue
         self.step_limit = step_limit
         self.actions = actions
@@ -58,6 +74,8 @@ class _VectorAgent:
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.stopping = False
+        self.faults = faults or FaultPolicy(False, 0, progress)
+        self.make_envs, self.name = make_envs, name
 
     def stop(self) -> None:
         """Finish the current step, then return from ``run``."""
@@ -69,24 +87,36 @@ class _VectorAgent:
 
     async def run(self) -> None:
         V = self.num_envs
-        raw, _ = self.envs.reset(seed=self.seed)
-        obs = self.encode(raw)
-        self._begin(obs)
-        resetting = np.zeros(V, dtype=bool)  # this step is an autoreset step
-        explored = np.zeros(V, dtype=bool)  # epsilon was > 0 at a step of this episode: not judged
-        ep_ret = np.zeros(V)
-        ep_len = np.zeros(V, dtype=np.int64)
         try:
+            obs = await self._reset(self.seed)
+            resetting = np.zeros(V, dtype=bool)  # this step is an autoreset step
+            explored = np.zeros(V, dtype=bool)  # epsilon was > 0 at a step of this episode: not judged
+            ep_ret = np.zeros(V)
+            ep_len = np.zeros(V, dtype=np.int64)
             while not self.stopping and not (self.step_limit and self.progress.env_steps >= self.step_limit):
                 params, version = await self.policy.infer(obs)
                 eps = self.epsilon(self.progress.env_steps)
                 actions, logp = self.actions.choose(params, eps, self.rng)
-                raw, rew, term, trunc, _ = self.envs.step(self.actions.to_env(actions))
-                rew = np.asarray(rew, dtype=np.float64)
-                obs = self.encode(raw)
                 live = ~resetting
-                term, trunc = np.asarray(term, dtype=bool), np.asarray(trunc, dtype=bool)
-                message = self._record(actions, logp, version, self.reward(rew, obs), term, trunc, live, obs)
+                try:
+                    raw, rew, term, trunc, _ = self.envs.step(self.actions.to_env(actions))
+                    rew = np.asarray(rew, dtype=np.float64).reshape(V)
+                    term = np.asarray(term, dtype=bool).reshape(V)
+                    trunc = np.asarray(trunc, dtype=bool).reshape(V)
+                except Exception as exc:  # the env's own error: a fault, handled as the policy says
+                    obs = await self._replace(describe_exception(exc), exc)
+                    resetting[:], explored[:], ep_ret[:], ep_len[:] = False, False, 0.0, 0
+                    continue
+                next_obs, fault = encode_checked(self.encode, raw, V)
+                fault = fault or reward_fault(rew[live])
+                trained = self.reward(rew, next_obs) if fault is None else rew
+                fault = fault or reward_fault(trained[live], "once scaled")
+                if fault is not None:
+                    obs = await self._replace(fault)
+                    resetting[:], explored[:], ep_ret[:], ep_len[:] = False, False, 0.0, 0
+                    continue
+                obs = next_obs
+                message = self._record(actions, logp, version, trained, term, trunc, live, obs)
                 self.progress.env_steps += int(live.sum())
                 if eps > 0:
                     explored |= live
@@ -106,25 +136,44 @@ class _VectorAgent:
         finally:
             self.envs.close()
 
-    def _begin(self, obs: np.ndarray) -> None:
-        """The first observations, before any step."""
-        raise NotImplementedError
+    async def _reset(self, seed: int) -> np.ndarray:
+        """Reset every env and start a new segment from their observations (faults handled)."""
+        try:
+            raw, _ = self.envs.reset(seed=seed)
+        except Exception as exc:
+            return await self._replace(describe_exception(exc) + " (in reset)", exc)
+        obs, fault = encode_checked(self.encode, raw, self.num_envs)
+        if fault is not None:
+            return await self._replace(fault + " (in reset)")
+        self._begin(obs)
+        return obs
 
-    def _record(self, actions, logp, version: int, reward: np.ndarray, term: np.ndarray, trunc: np.ndarray,
-                live: np.ndarray, obs: np.ndarray) -> SampleBatch | Segment | None:
-        """One step of every env (``live``: not an autoreset step); a message to ship, if one is complete."""
-        raise NotImplementedError
-
+    async def _replace(self, what: str, cause: BaseException | None = None) -> np.ndarray:
+        """A fault: stop (the policy raises), or close the vector, make a new one (off the loop) with a
+        fresh seed, and start over from its first observations; the unfinished segment is dropped."""
+        restartable = self.make_envs is not None
+        if not restartable and self.faults.restart:
+            what += " (this agent cannot remake its environments)"
+        self.faults.record(f"{self.name} ({self.num_envs} x {self.encode.spec.env_id})", what, cause)
+        if not restartable:
+            raise EnvFault(f"{self.name}: {what}") from cause
+        old = self.envs
+        await asyncio.to_thread(_close_quietly, old)
+        self.envs = await asyncio.to_thread(self.make_envs)
+        return await self._reset(int(self.rng.integers(2**31)))
 
 class Agent(_VectorAgent):
     """n-step samples from the compiled kernel: rings hold each env's last n+1 steps."""
 
     def __init__(self, *, n_step: int, gamma: float, **kw):
         super().__init__(**kw)
+        self.n_step, self.gamma = n_step, gamma
         self.kernel = NStepKernel(self.num_envs, n_step, gamma)
-        self._u = 0
 
     def _begin(self, obs: np.ndarray) -> None:
+        """Fresh rings and kernel: after a fault the windows of the replaced envs are dropped."""
+        self.kernel = NStepKernel(self.num_envs, self.n_step, self.gamma)
+        self._u = 0
         R, V = self.kernel.n + 1, self.num_envs
         self.obs_ring = np.empty((R, V, obs.shape[1]), dtype=np.float32)
         self.act_ring = np.zeros((R, V, *self.actions.shape), dtype=self.actions.dtype)
@@ -164,10 +213,6 @@ class SegmentAgent(_VectorAgent):
         self._t = 0
 
     def _record(self, actions, logp, version, reward, term, trunc, live, obs) -> Segment | None:
-        bad = live & ~np.isfinite(reward)
-        if bad.any():  # as the n-step kernel refuses them: a NaN target would reach the learner
-            i = int(bad.argmax())
-            raise ValueError(f"rewards must be finite, got {float(reward[i])!r} for env {i}")
         t, seg = self._t, self.seg
         seg.action[t], seg.behaviour_logp[t], seg.version[t] = actions, logp, version
         seg.reward[t] = np.where(live, reward, 0.0)

@@ -12,13 +12,18 @@ An async environment has ``observation_space``, ``action_space``,
 reward, terminated, truncated, info)`` and optionally ``close()`` (plain or
 coroutine) and ``spec.reward_threshold``. It ends its own episodes (no
 TimeLimit wrapper is added).
+
+Environments behind network calls fail in ways gymnasium's do not: each
+``reset`` and ``step`` is bounded by ``env_step_timeout``, and an env that
+raises, hangs or answers with unusable numbers is a fault (``runtime.faults``):
+by default it is closed and replaced by a new one from the factory. A stop
+lets the steps in flight finish for a short grace, then cancels them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -28,17 +33,45 @@ from asynca3c.core.envs import ObsEncoder
 from asynca3c.core.messages import SampleBatch, Segment
 from asynca3c.core.returns import NStepKernel
 from asynca3c.core.rewards import TrainingReward
+from asynca3c.errors import EnvFault
 from asynca3c.runtime.agent import EpsilonSchedule
+from asynca3c.runtime.faults import FaultPolicy, describe_exception, encode_checked, reward_fault
 from asynca3c.runtime.predictor import Predictor
 from asynca3c.runtime.progress import Progress
 
+#: Longest wait for async steps in flight once a run stops (env_step_timeout when shorter); then they are
+#: cancelled and their transitions dropped.
+STOP_GRACE = 5.0
+
+
+async def bounded(awaitable, seconds: float):
+    """``await awaitable``, raising TimeoutError after ``seconds`` (0: no bound)."""
+    if not seconds:
+        return await awaitable
+    async with asyncio.timeout(seconds):
+        return await awaitable
+
+
+async def close_env(env, seconds: float) -> None:
+    """Close one env (plain or coroutine ``close``), bounded; its errors are not the run's concern."""
+    close = getattr(env, "close", None)
+    if close is None:
+        return
+    try:
+        result = close()
+        if inspect.isawaitable(result):
+            await bounded(result, seconds or STOP_GRACE)
+    except Exception:  # noqa: S110 - closing a faulty or finished env; nothing to recover
+        pass
+
 
 class AsyncEnvs:
-    """The environments of one group; ``aclose`` closes each once (plain or coroutine ``close``)."""
+    """The environments of one group; ``aclose`` closes each once (plain or coroutine ``close``, bounded)."""
 
-    def __init__(self, envs: list):
+    def __init__(self, envs: list, close_timeout: float = STOP_GRACE):
         self.envs = envs
         self.num_envs = len(envs)
+        self.close_timeout = close_timeout
         self._closed = False
 
     async def aclose(self) -> None:
@@ -46,11 +79,7 @@ class AsyncEnvs:
             return
         self._closed = True
         for env in self.envs:
-            close = getattr(env, "close", None)
-            if close is not None:
-                result = close()
-                if inspect.isawaitable(result):
-                    await result
+            await close_env(env, self.close_timeout)
 
 
 class _NStepRecorder:
@@ -90,6 +119,11 @@ class _NStepRecorder:
         self.begin(i, obs)
         return []
 
+    def restart(self, i: int, obs: np.ndarray) -> None:
+        """Env ``i`` was replaced: its open window is dropped and ``obs`` starts anew."""
+        self.kernel.drop(i)
+        self.reset(i, obs)
+
     def message(self, staged: list) -> SampleBatch:
         obs, action, ret, disc, boot, version, logp = zip(*staged, strict=True)
         return SampleBatch(
@@ -126,9 +160,11 @@ class _SegmentRecorder:
         self.begin(i, next_obs)
         return [seg]
 
+    def restart(self, i: int, obs: np.ndarray) -> None:
+        """Env ``i`` was replaced: its partial segment is dropped and ``obs`` starts a new one."""
+        self.begin(i, obs)
+
     def step(self, i, obs, action, logp, version, reward, terminated, truncated, next_obs) -> list[Segment]:
-        if not math.isfinite(reward):  # as the n-step kernel refuses them
-            raise ValueError(f"rewards must be finite, got {reward!r} for env {i}")
         self.version[i] = version
         return self._put(i, next_obs, True, action, logp, reward, terminated, truncated)
 
@@ -146,8 +182,12 @@ class AsyncEnvAgents:
 
     def __init__(self, *, envs: list, encoder: ObsEncoder, policy: Predictor, queue: asyncio.Queue | None,
                  n_step: int, gamma: float, epsilon: EpsilonSchedule, progress: Progress, seed: int,
-                 reward: TrainingReward | None = None, segment_length: int | None = None):
-        self.envs = AsyncEnvs(envs)
+                 reward: TrainingReward | None = None, segment_length: int | None = None,
+                 faults: FaultPolicy | None = None, make_env: Callable[[], Any] | None = None,
+                 step_timeout: float = 0.0, name: str = "agent"):
+        """``make_env`` replaces an env after a fault (without it every fault stops the run);
+        ``step_timeout``: seconds a ``reset`` or ``step`` may take (0: no bound)."""
+        self.envs = AsyncEnvs(envs, step_timeout or STOP_GRACE)
         self.reward = reward or TrainingReward()  # what the learner learns from
         self.encode, self.policy, self.queue = encoder, policy, queue
         actions = policy.actions
@@ -160,12 +200,18 @@ class AsyncEnvAgents:
             self.batch = len(envs)  # env columns per queued segment
         self.epsilon, self.progress = epsilon, progress
         self.seed = seed
+        self.faults = faults or FaultPolicy(False, 0, progress)
+        self.make_env, self.step_timeout, self.name = make_env, step_timeout, name
+        self.rng = np.random.default_rng(seed)  # seeds of replacement envs
         self.stopping = False
+        self._stopped = asyncio.Event()
         self._staged: list = []
 
     def stop(self) -> None:
-        """Every coroutine finishes its current step, then ``run`` returns."""
+        """Every coroutine finishes its current step (or is cancelled after a short grace), then ``run``
+        returns."""
         self.stopping = True
+        self._stopped.set()
 
     async def aclose(self) -> None:
         """Close the environments (also when ``run`` never started); closing twice is harmless."""
@@ -174,28 +220,76 @@ class AsyncEnvAgents:
     async def run(self) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
-                for i, env in enumerate(self.envs.envs):
-                    tg.create_task(self._drive(i, env), name=f"asynca3c-async-env-{i}")
+                drives = [tg.create_task(self._drive(i), name=f"asynca3c-async-env-{i}")
+                          for i in range(self.envs.num_envs)]
+                tg.create_task(self._cut_off(drives), name="asynca3c-async-env-stop")
             await self._flush()
         finally:
             await self.envs.aclose()
 
-    async def _drive(self, i: int, env) -> None:
+    async def _cut_off(self, drives: list[asyncio.Task]) -> None:
+        """Once stopped, give the steps in flight a grace, then cancel what still waits (a hung env)."""
+        await self._stopped.wait()
+        grace = min(self.step_timeout, STOP_GRACE) if self.step_timeout else STOP_GRACE
+        _, late = await asyncio.wait(drives, timeout=grace)
+        for task in late:
+            task.cancel()
+
+    async def _start(self, i: int, seed: int | None, replacing: bool) -> np.ndarray:
+        """Reset env ``i`` and begin recording from its observation (faults handled)."""
+        try:
+            raw, _ = await bounded(self.envs.envs[i].reset(seed=seed), self.step_timeout)
+        except Exception as exc:
+            return await self._replace(i, describe_exception(exc) + " (in reset)", exc)
+        obs, fault = encode_checked(self.encode, _rows(raw), 1)
+        if fault is not None:
+            return await self._replace(i, fault + " (in reset)")
+        if replacing:
+            self.recorder.restart(i, obs)
+        else:
+            self.recorder.begin(i, obs)
+        return obs
+
+    async def _replace(self, i: int, what: str, cause: BaseException | None = None) -> np.ndarray:
+        """A fault of env ``i``: stop (the policy raises), or close it, make a new one with a fresh seed
+        and start over; its partial segment is dropped."""
+        where = f"{self.name}, async env {i} ({self.encode.spec.env_id})"
+        if self.make_env is None and self.faults.restart:
+            what += " (this agent cannot remake its environments)"
+        self.faults.record(where, what, cause)
+        if self.make_env is None:
+            raise EnvFault(f"{where}: {what}") from cause
+        await close_env(self.envs.envs[i], self.step_timeout)
+        self.envs.envs[i] = self.make_env()
+        return await self._start(i, int(self.rng.integers(2**31)), replacing=True)
+
+    async def _drive(self, i: int) -> None:
         """Step one environment: act, await its step, record the transition, stage what is complete."""
-        progress, encode, rec = self.progress, self.encode, self.recorder
-        raw, _ = await env.reset(seed=self.seed + i)
-        obs = encode(_rows(raw))
-        rec.begin(i, obs)
+        progress, rec, timeout = self.progress, self.recorder, self.step_timeout
+        obs = await self._start(i, self.seed + i, replacing=False)
         ep_ret, ep_len, explored = 0.0, 0, False  # explored: epsilon > 0 at a step, so the episode is not judged
         while not self.stopping:
             eps = self.epsilon(progress.env_steps)
             explored |= eps > 0
             action, logp, version = await self.policy.choose(obs, eps)
-            raw, reward, terminated, truncated, _ = await env.step(self.policy.actions.to_env(action))
-            reward = float(reward)
-            next_obs = encode(_rows(raw))
-            self._staged += rec.step(i, obs, action, logp, version, self.reward.one(reward, next_obs),
-                                     bool(terminated), bool(truncated), next_obs)
+            try:
+                raw, reward, terminated, truncated, _ = await bounded(
+                    self.envs.envs[i].step(self.policy.actions.to_env(action)), timeout)
+                reward = float(reward)
+            except Exception as exc:  # the env's own error, or its timeout: a fault
+                obs = await self._replace(i, describe_exception(exc), exc)
+                ep_ret, ep_len, explored = 0.0, 0, False
+                continue
+            next_obs, fault = encode_checked(self.encode, _rows(raw), 1)
+            fault = fault or reward_fault(np.array([reward]))
+            trained = self.reward.one(reward, next_obs) if fault is None else reward
+            fault = fault or reward_fault(np.array([trained]), "once scaled")
+            if fault is not None:
+                obs = await self._replace(i, fault)
+                ep_ret, ep_len, explored = 0.0, 0, False
+                continue
+            self._staged += rec.step(i, obs, action, logp, version, trained, bool(terminated), bool(truncated),
+                                     next_obs)
             obs = next_obs
             progress.env_steps += 1
             ep_ret += reward
@@ -203,11 +297,21 @@ class AsyncEnvAgents:
             if terminated or truncated:
                 progress.add_episode(ep_ret, not explored, ep_len)
                 ep_ret, ep_len, explored = 0.0, 0, False
-                raw, _ = await env.reset()
-                obs = encode(_rows(raw))
-                self._staged += rec.reset(i, obs)
+                obs = await self._next_episode(i)
             if len(self._staged) >= self.batch:
                 await self._flush()
+
+    async def _next_episode(self, i: int) -> np.ndarray:
+        """Reset env ``i`` after an episode end: its invalid step between episodes is recorded."""
+        try:
+            raw, _ = await bounded(self.envs.envs[i].reset(), self.step_timeout)
+        except Exception as exc:
+            return await self._replace(i, describe_exception(exc) + " (in reset)", exc)
+        obs, fault = encode_checked(self.encode, _rows(raw), 1)
+        if fault is not None:
+            return await self._replace(i, fault + " (in reset)")
+        self._staged += self.recorder.reset(i, obs)
+        return obs
 
     async def _flush(self) -> None:
         staged, self._staged = self._staged, []
@@ -221,21 +325,35 @@ def _rows(raw):
 
 
 async def evaluate_async_envs(make_env: Callable[[], Any], policy: Predictor, encoder: ObsEncoder,
-                              episodes: int, seed: int) -> list[float]:
-    """Returns of ``episodes`` fresh episodes without epsilon, each on its own env, played concurrently."""
+                              episodes: int, seed: int, *, max_steps: int = 0, step_timeout: float = 0.0,
+                              on_fault: Callable[[str], None] | None = None) -> list[float]:
+    """Returns of ``episodes`` fresh episodes without epsilon, each on its own env, played concurrently.
+    An episode is cut off after ``max_steps`` steps (0: never); one whose env faults (raises, times out,
+    unusable numbers) is left out and reported to ``on_fault``."""
 
-    async def episode(j: int) -> float:
+    async def episode(j: int) -> float | None:
         env = make_env()
         try:
-            raw, _ = await env.reset(seed=seed + j)
-            total, done = 0.0, False
-            while not done:
-                action, _, _ = await policy.choose(encoder(_rows(raw)), 0.0)
-                raw, reward, terminated, truncated, _ = await env.step(policy.actions.to_env(action))
+            raw, _ = await bounded(env.reset(seed=seed + j), step_timeout)
+            total, done, steps = 0.0, False, 0
+            while not done and not (max_steps and steps >= max_steps):
+                obs, fault = encode_checked(encoder, _rows(raw), 1)
+                if fault is not None:
+                    raise ValueError(fault)
+                action, _, _ = await policy.choose(obs, 0.0)
+                raw, reward, terminated, truncated, _ = await bounded(env.step(policy.actions.to_env(action)),
+                                                                      step_timeout)
                 total += float(reward)
+                steps += 1
                 done = bool(terminated or truncated)
             return total
+        except Exception as exc:
+            if on_fault is None:
+                raise
+            on_fault(f"evaluation episode {j}: {describe_exception(exc)}")
+            return None
         finally:
-            await AsyncEnvs([env]).aclose()
+            await close_env(env, step_timeout)
 
-    return list(await asyncio.gather(*(episode(j) for j in range(episodes))))
+    returns = await asyncio.gather(*(episode(j) for j in range(episodes)))
+    return [r for r in returns if r is not None]

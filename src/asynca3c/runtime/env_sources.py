@@ -9,12 +9,13 @@ they have.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from asynca3c.core.actions import Actions
 from asynca3c.core.envs import EnvSpec, ObsEncoder, describe_env, inspect_env, is_async_env, make_vector_env
-from asynca3c.core.evaluation import EvalResult, play
+from asynca3c.core.evaluation import play
 from asynca3c.errors import EnvError
 from asynca3c.runtime.agent import Agent, SegmentAgent
 from asynca3c.runtime.async_agents import AsyncEnvAgents, AsyncEnvs, evaluate_async_envs
@@ -24,8 +25,12 @@ from asynca3c.runtime.predictor import Predictor
 class EnvSource(Protocol):
     """A kind of environment the trainer can act in."""
 
-    #: The spaces and threshold, once known (gym ids: at construction; async factories: after ``describe``).
+    #: The spaces and threshold, once known (after ``describe``).
     spec: EnvSpec | None
+    #: What ``env_faults='auto'`` means for this kind: restart faulty environments (True) or fail.
+    restarts_by_default: bool
+    #: ``make_agent`` blocks (gym.make, vector envs): the run calls it in a thread, off the loop.
+    blocking_setup: bool
 
     async def describe(self) -> EnvSpec:
         """The spaces of the environments this source makes; EnvError when asynca3c cannot train on them."""
@@ -37,39 +42,63 @@ class EnvSource(Protocol):
         ``segment_length`` steps (vtrace), or n-step samples when that is None."""
         ...
 
-    async def evaluate(self, predictor: Predictor, episodes: int, seed: int) -> EvalResult:
-        """Returns of ``episodes`` fresh episodes without epsilon, played on the running loop."""
+    async def evaluate(self, predictor: Predictor, episodes: int, seed: int, returns: list[float], *,
+                       max_steps: int, step_timeout: float, on_fault: Callable[[str], None]) -> None:
+        """Play ``episodes`` fresh episodes without epsilon, appending their returns to ``returns`` (so a
+        cancelled evaluation keeps the episodes it finished); each is cut off after ``max_steps``."""
         ...
 
 
 class GymEnvs:
     """Gymnasium environments by id, stepped as numpy-vectorized batches (one agent, one vector env)."""
 
+    restarts_by_default = False
+    blocking_setup = True
+
     def __init__(self, env_id: str, env_kwargs: dict | None = None):
         self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
-        self.spec: EnvSpec | None = inspect_env(env_id, self.env_kwargs)  # bad ids fail at construction
+        self.spec: EnvSpec | None = None
 
     async def describe(self) -> EnvSpec:
-        assert self.spec is not None
+        """Makes one env in a thread (gym.make can take a while) to read its spaces; bad ids fail here."""
+        if self.spec is None:
+            self.spec = await asyncio.to_thread(inspect_env, self.env_id, self.env_kwargs)
         return self.spec
 
     def make_agent(self, num_envs: int, *, actions: Actions, segment_length: int | None, n_step: int, gamma: float,
                    **agent_args: Any) -> Agent | SegmentAgent:
-        envs = make_vector_env(self.env_id, num_envs, self.env_kwargs)
-        if segment_length is not None:
-            return SegmentAgent(envs=envs, actions=actions, segment_length=segment_length, **agent_args)
-        return Agent(envs=envs, actions=actions, n_step=n_step, gamma=gamma, **agent_args)
+        def make_envs():
+            return make_vector_env(self.env_id, num_envs, self.env_kwargs)
 
-    async def evaluate(self, predictor: Predictor, episodes: int, seed: int) -> EvalResult:
-        """With the last published weights, yielding to the loop after every vector step."""
-        returns: list[float] = []
-        for _ in play(predictor.model, self.env_id, episodes, self.env_kwargs, seed, False, 128, returns):
-            await asyncio.sleep(0)
-        return EvalResult(returns)
+        agent_args.pop("step_timeout", None)  # vector envs step synchronously; a hang cannot be cut off
+        if segment_length is not None:
+            return SegmentAgent(envs=make_envs(), make_envs=make_envs, actions=actions,
+                                segment_length=segment_length, **agent_args)
+        return Agent(envs=make_envs(), make_envs=make_envs, actions=actions, n_step=n_step, gamma=gamma,
+                     **agent_args)
+
+    async def evaluate(self, predictor: Predictor, episodes: int, seed: int, returns: list[float], *,
+                       max_steps: int, step_timeout: float, on_fault: Callable[[str], None]) -> None:
+        """In a thread, with the last published weights; a cancel stops it after the current step."""
+        cancelled = threading.Event()
+
+        def work() -> None:
+            for _ in play(predictor.model, self.env_id, episodes, self.env_kwargs, seed, False, 128, returns,
+                          max_steps=max_steps, spec=self.spec):
+                if cancelled.is_set():
+                    return
+
+        try:
+            await asyncio.to_thread(work)
+        finally:
+            cancelled.set()
 
 
 class AsyncEnvFactory:
     """Environments whose ``reset`` and ``step`` are coroutines, one coroutine each (see ``async_agents``)."""
+
+    restarts_by_default = True
+    blocking_setup = False  # the factory may need the running loop (a client session, a connection)
 
     def __init__(self, factory: Callable[[], object], name: str):
         self.factory, self.name = factory, name
@@ -90,9 +119,11 @@ class AsyncEnvFactory:
 
     def make_agent(self, num_envs: int, *, actions: Actions, segment_length: int | None, n_step: int, gamma: float,
                    **agent_args: Any) -> AsyncEnvAgents:
-        return AsyncEnvAgents(envs=[self.factory() for _ in range(num_envs)], n_step=n_step, gamma=gamma,
-                              segment_length=segment_length, **agent_args)
+        return AsyncEnvAgents(envs=[self.factory() for _ in range(num_envs)], make_env=self.factory, n_step=n_step,
+                              gamma=gamma, segment_length=segment_length, **agent_args)
 
-    async def evaluate(self, predictor: Predictor, episodes: int, seed: int) -> EvalResult:
+    async def evaluate(self, predictor: Predictor, episodes: int, seed: int, returns: list[float], *,
+                       max_steps: int, step_timeout: float, on_fault: Callable[[str], None]) -> None:
         assert self.spec is not None
-        return EvalResult(await evaluate_async_envs(self.factory, predictor, ObsEncoder(self.spec), episodes, seed))
+        returns += await evaluate_async_envs(self.factory, predictor, ObsEncoder(self.spec), episodes, seed,
+                                             max_steps=max_steps, step_timeout=step_timeout, on_fault=on_fault)

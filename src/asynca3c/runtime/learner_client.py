@@ -12,6 +12,10 @@ for the learner. The worker owns the network and its optimizer state, so
 updates are serialized by construction; several optimizer tasks keep it fed
 (one batch trains while the next crosses the pipe).
 
+A worker process can die (the OOM killer, a ``kill -9``): ``RestartingLearner``
+starts a new one from the newest state the trainer handed it (``hold``), so
+only the updates since then are lost, and gives up after ``max_restarts``.
+
 ``ThreadLearner`` keeps the learner in this process, behind a thread executor
 and a lock, for hosts that cannot start processes.
 """
@@ -21,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import pickle
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -33,7 +38,7 @@ from asynca3c.config import Config
 from asynca3c.core.learner import Learner, LearnerSpec
 from asynca3c.core.messages import SampleBatch, Segment, StepStats
 from asynca3c.core.model import ActorCritic
-from asynca3c.errors import LearnerError
+from asynca3c.errors import Asynca3cError, LearnerError
 from asynca3c.runtime.wire import HEADER, encode_frame
 
 
@@ -61,9 +66,29 @@ class LearnerClient(Protocol):
     async def aclose(self) -> None: ...
 
 
-def make_learner(model: ActorCritic, config: Config, device: torch.device) -> LearnerClient:
+def make_learner(model: ActorCritic, config: Config, device: torch.device,
+                 on_restart: Callable[[], None] = lambda: None) -> LearnerClient:
     spec = LearnerSpec.of(model, config, device)
-    return ProcessLearner(spec) if config.learner == "process" else ThreadLearner(spec, config.optimizers)
+    if config.learner == "process":
+        return RestartingLearner(spec, config.max_learner_restarts, on_restart)
+    return ThreadLearner(spec, config.optimizers)
+
+
+class LearnerDied(LearnerError):
+    """The worker process is gone; ``how`` says how it ended ('signal 9', 'exit code 1')."""
+
+    def __init__(self, how: str):
+        super().__init__(f"the learner process died ({how})")
+        self.how = how
+
+
+def _how(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"signal {-code}, {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
 
 
 class ProcessLearner:
@@ -74,7 +99,7 @@ class ProcessLearner:
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task | None = None
         self._pending: collections.deque[asyncio.Future] = collections.deque()
-        self._dead: BaseException | None = None
+        self._dead: LearnerDied | None = None
         self.pid: int | None = None
 
     async def start(self) -> None:
@@ -107,13 +132,18 @@ class ProcessLearner:
 
     async def _request(self, op: str, arg):
         if self._dead is not None:
-            raise LearnerError(str(self._dead))
+            raise LearnerDied(self._dead.how)
+        if self._proc is None:
+            raise LearnerError("the learner is closed")
         fut = asyncio.get_running_loop().create_future()
         self._pending.append(fut)
         # Started with a stdin pipe; closed only after the run's last request.
-        assert self._proc is not None and self._proc.stdin is not None
-        self._proc.stdin.write(encode_frame((op, arg)))
-        await self._proc.stdin.drain()
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(encode_frame((op, arg)))
+            await self._proc.stdin.drain()
+        except (ConnectionError, RuntimeError):  # the pipe broke: the reader task reports how it died
+            pass
         return await fut
 
     async def _read_replies(self) -> None:
@@ -132,15 +162,15 @@ class ProcessLearner:
                     fut.set_result(reply[1])
                 else:
                     _, exc, remote_tb = reply
-                    exc.add_note(f"in the learner process:\n{remote_tb}")
+                    if not isinstance(exc, Asynca3cError):  # a bug, not a refusal: where it happened
+                        exc.add_note(f"in the learner process:\n{remote_tb}")
                     fut.set_exception(exc)
         except (asyncio.IncompleteReadError, ConnectionError):
-            code = await proc.wait()
-            self._dead = LearnerError(f"the learner process exited with code {code}")
+            self._dead = LearnerDied(_how(await proc.wait()))
             while self._pending:
                 fut = self._pending.popleft()
                 if not fut.done():
-                    fut.set_exception(LearnerError(str(self._dead)))
+                    fut.set_exception(LearnerDied(self._dead.how))
 
     async def aclose(self) -> None:
         """Ask the worker to exit and wait for it (killed if it does not within 5 s)."""
@@ -172,6 +202,81 @@ class ProcessLearner:
                 except asyncio.CancelledError:
                     pass
                 self._reader = None
+
+
+class RestartingLearner:
+    """A ``ProcessLearner`` that outlives its worker: a request that finds the worker dead starts a new
+    one from the newest held state and is sent again; after ``max_restarts`` restarts a death is final."""
+
+    def __init__(self, spec: LearnerSpec, max_restarts: int, on_restart: Callable[[], None]):
+        self._spec, self.max_restarts, self._on_restart = spec, max_restarts, on_restart
+        self._worker = ProcessLearner(spec)
+        self._held: dict | None = None  # model, optimizer, version: what a new worker starts from
+        self._version = 0  # the newest version a reply carried
+        self._lock = asyncio.Lock()
+        self.restarts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._worker.pid
+
+    @property
+    def held_state(self) -> dict | None:
+        """The newest learner state handed to ``hold`` (or fetched at start or after a restart)."""
+        return self._held
+
+    def hold(self, state: dict) -> None:
+        """Keep ``state`` (from ``state()``) as what a replacement worker would start from."""
+        self._held = state
+
+    async def start(self) -> None:
+        await self._worker.start()
+        self._held = await self._worker.state()
+
+    async def step(self, batch: SampleBatch):
+        return self._seen(await self._call("step", batch))
+
+    async def learn(self, batch: Segment):
+        return self._seen(await self._call("learn", batch))
+
+    async def state(self) -> dict:
+        return await self._call("state", None)
+
+    async def load(self, state: dict) -> None:
+        await self._call("load", state)
+        self._held, self._version = state, max(self._version, int(state["version"]))
+
+    def _seen(self, reply):
+        self._version = max(self._version, reply[0].version)
+        return reply
+
+    async def _call(self, op: str, arg):
+        worker = self._worker
+        try:
+            return await worker._request(op, arg)
+        except LearnerDied as died:
+            await self._restart(worker, died)
+            return await self._worker._request(op, arg)  # once more, on the new worker
+
+    async def _restart(self, dead: ProcessLearner, died: LearnerDied) -> None:
+        async with self._lock:
+            if self._worker is not dead:  # another request found it dead first and restarted it
+                return
+            await dead.aclose()
+            if self.restarts >= self.max_restarts:
+                raise LearnerError(f"the learner process died ({died.how}) {self.restarts + 1} times; stopped "
+                                   f"after {self.restarts} restarts (max_learner_restarts={self.max_restarts})")
+            self.restarts += 1
+            self._on_restart()
+            new = ProcessLearner(self._spec)
+            await new.start()
+            held = self._held
+            if held is not None:  # versions go on from the newest one published, so the acting copy follows
+                await new.load({**held, "version": max(self._version, int(held["version"]))})
+            self._worker = new
+
+    async def aclose(self) -> None:
+        await self._worker.aclose()
 
 
 class ThreadLearner:

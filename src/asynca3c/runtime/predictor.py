@@ -15,6 +15,7 @@ import torch
 
 from asynca3c.core.actions import DiscreteActions, GaussianActions
 from asynca3c.core.model import ActorCritic
+from asynca3c.errors import LearnerError
 
 
 class Predictor:
@@ -90,10 +91,14 @@ class Predictor:
             with torch.inference_mode():
                 out, _ = self.model(torch.from_numpy(obs))
                 probs = self.model.action_params(out).numpy()
+            if not np.isfinite(probs).all():  # observations are checked before they get here: the network's fault
+                raise LearnerError(f"the network (policy version {self.version}) gave non-finite action "
+                                   "parameters for finite observations; lower lr or reward_scale")
         except Exception as exc:
             for _, fut, _ in batch:
                 fut.set_exception(exc)
-            raise
+            self.fail(exc)  # every later request gets the same error instead of waiting forever
+            return
         rows = np.fromiter((len(r[0]) for r in batch), np.int64, len(batch))
         offsets = np.cumsum(rows) - rows
         chooser = np.fromiter((r[2] is not None for r in batch), bool, len(batch))

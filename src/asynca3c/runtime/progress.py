@@ -28,6 +28,8 @@ class Progress:
         self.samples_trained = 0
         self.lag_sum = 0.0
         self.nonfinite_steps = 0
+        self.env_faults = 0  # environments that faulted (and were restarted, or stopped the run)
+        self.learner_restarts = 0  # learner processes that died and were started again
         self.train_returns: deque[float] = deque(maxlen=window)
         self.eval_returns: deque[float] = deque(maxlen=window)
         self.lengths: deque[int] = deque(maxlen=window)  # of all agents' episodes
@@ -41,7 +43,9 @@ class Progress:
 
     #: What a checkpoint keeps so a resumed run continues its counters and its solve window.
     _KEPT = ("env_steps", "episodes", "updates", "samples_trained", "lag_sum", "eval_episodes",
-             "solved_after_seconds", "solved_after_steps", "nonfinite_steps")
+             "solved_after_seconds", "solved_after_steps", "nonfinite_steps", "env_faults", "learner_restarts")
+    #: Counters added after the first checkpoints were written: older checkpoints resume them at 0.
+    _LATER = ("nonfinite_steps", "env_faults", "learner_restarts")
 
     def state(self) -> dict:
         """Counters, seconds so far and the recent returns, as plain values."""
@@ -50,7 +54,7 @@ class Progress:
 
     def restore(self, state: dict) -> None:
         for k in self._KEPT:
-            setattr(self, k, state.get(k, 0) if k == "nonfinite_steps" else state[k])  # older checkpoints lack it
+            setattr(self, k, state.get(k, 0) if k in self._LATER else state[k])
         self.offset = float(state["seconds"])
         self.train_returns.extend(state["train_returns"])
         self.eval_returns.extend(state["eval_returns"])
@@ -116,5 +120,7 @@ class Progress:
             "rho_clipped_fraction": s.rho_clipped if s else math.nan,
             "kl_behaviour": s.kl if s else math.nan,
             "nonfinite_steps": self.nonfinite_steps,
+            "env_faults": self.env_faults,
+            "learner_restarts": self.learner_restarts,
             "solved": self.solved,
         }

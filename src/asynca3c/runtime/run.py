@@ -3,8 +3,12 @@ progress counters and the agents; and the coroutine that trains them until stopp
 
 ``Trainer`` owns the lifecycle a host sees (start, stop, errors, ``act``,
 ``metrics``); a ``TrainingRun`` is what it starts. Everything that is built here
-is built before the clock starts, and everything the run owns is released by
-``aclose``.
+is built before the clock starts, off the event loop (the constructor and the
+vector envs run in a thread), and everything the run owns is released by
+``aclose``. After training, every phase is bounded: the checkpoint, then
+``model.pt`` and ``summary.json``, then a final evaluation whose episodes are
+cut off at ``eval_max_episode_steps`` and which a late stop request cuts short.
+When a run fails, the newest learner state it can reach is still checkpointed.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from asynca3c.outputs.run_dir import RunDirectory
 from asynca3c.runtime.agent import Agent, EpsilonSchedule, Outbox, SegmentAgent
 from asynca3c.runtime.async_agents import AsyncEnvAgents
 from asynca3c.runtime.env_sources import EnvSource
+from asynca3c.runtime.faults import FaultPolicy, describe_exception
 from asynca3c.runtime.learner_client import LearnerClient, make_learner
 from asynca3c.runtime.looplag import LoopLag
 from asynca3c.runtime.metrics import MetricsHub
@@ -64,6 +69,9 @@ class TrainResult:
     loop_lag_p99_ms: float
     loop_lag_max_ms: float
     stop_reason: str
+    env_faults: int
+    learner_restarts: int
+    nonfinite_steps: int
     config: dict = field(repr=False)
 
     def to_dict(self) -> dict:
@@ -71,16 +79,44 @@ class TrainResult:
 
 
 class StopRequest:
-    """The first reason given to stop a run wins; the run's main task waits on it."""
+    """The first reason given to stop a run wins; the run's main task waits on it. A request that comes
+    after training ended (``ended``) cuts the final evaluation short instead."""
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.reason = "budget"
+        self.ended = False
+        self.cut_short = asyncio.Event()
 
     def __call__(self, reason: str = "requested") -> None:
         if not self.event.is_set():
             self.reason = reason
             self.event.set()
+        elif self.ended:
+            self.cut_short.set()
+
+
+#: Seconds between fetches of the learner's state, which a restarted learner process starts from.
+HOLD_EVERY = 10.0
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException | None:
+    """The first failure in a (nested) exception group, the others attached as notes; None if all were
+    cancellations. A host catches one exception, never a group."""
+    def leaves(exc: BaseException):
+        if isinstance(exc, BaseExceptionGroup):
+            for e in exc.exceptions:
+                yield from leaves(e)
+        else:
+            yield exc
+
+    errors = [e for e in leaves(group) if not isinstance(e, asyncio.CancelledError)]
+    if not errors:
+        return None
+    for other in errors[1:]:
+        if other is not errors[0]:
+            errors[0].add_note(f"also: {type(other).__name__}: {other}")
+    return errors[0]
 
 
 class TrainingRun:
@@ -104,10 +140,12 @@ class TrainingRun:
         if resume is not None:
             checkpoint.load_weights(model, resume["model"])
         self.predictor = Predictor(copy.deepcopy(model), self.actions, seed=cfg.seed + 7)
-        self.learner: LearnerClient = make_learner(model, cfg, device)
-        self.queue: asyncio.Queue = asyncio.Queue(cfg.queue_size)
         self.progress = Progress(cfg.solve_window, threshold,
                                  on_solved=(lambda: stop("solved")) if cfg.until_solved else None)
+        self.learner: LearnerClient = make_learner(model, cfg, device, on_restart=self._count_restart)
+        self.queue: asyncio.Queue = asyncio.Queue(cfg.queue_size)
+        restart = cfg.env_faults == "restart" or (cfg.env_faults == "auto" and source.restarts_by_default)
+        self.faults = FaultPolicy(restart, cfg.max_env_faults_per_minute, self.progress)
         if resume is not None:
             self.progress.restore(resume["counters"])
             self.predictor.version = int(resume["version"])
@@ -120,7 +158,8 @@ class TrainingRun:
         await self.learner.start()
         if resume is not None:
             await self.learner.load({k: resume[k] for k in ("model", "optimizer", "version")})
-        self.agents = self._make_agents()
+        self.agents = await asyncio.to_thread(self._make_agents) if self.source.blocking_setup \
+            else self._make_agents()
         if resume is not None:
             self._restore_rng(resume["rng"])
             if self.novelty is not None and "novelty_counts" in resume:
@@ -160,37 +199,89 @@ class TrainingRun:
                 seconds = progress.elapsed()
                 monitor.cancel()
         except BaseExceptionGroup as group:
-            # The first failure (an env that raised, a bad batch) is the error the caller sees; any others
+            # The first failure (an env fault, a dead learner) is the error the caller sees; any others
             # (two update tasks can fail on the same bad numbers) ride along as notes.
-            errors = [e for e in group.exceptions if not isinstance(e, asyncio.CancelledError)]
-            if not errors:
+            error = first_error(group)
+            if error is None:
                 raise
-            for other in errors[1:]:
-                errors[0].add_note(f"also: {type(other).__name__}: {other}")
-            raise errors[0] from None
+            await self._rescue(error)
+            raise error from None
+        self.stop.ended = True
         row = self._emit()
         state = None
         if self.run_dir is not None:  # before the final evaluation: a SIGTERM grace period is short
             state = await self._save_checkpoint()
-        final: EvalResult | None = None
-        if cfg.final_eval_episodes:  # fresh episodes without epsilon, with the last published weights
-            final = await self.source.evaluate(self.predictor, cfg.final_eval_episodes, cfg.seed + 1_000_003)
         result = TrainResult(
             env=cfg.env, seed=cfg.seed, device=str(self.device), seconds=seconds,
             env_steps=progress.env_steps, steps_per_second=progress.env_steps / seconds if seconds else 0.0,
             episodes=progress.episodes, updates=progress.updates, solved=progress.solved,
             solved_after_seconds=progress.solved_after_seconds, solved_after_steps=progress.solved_after_steps,
             reward_threshold=self.threshold, eval_window_mean_return=progress.eval_mean(),
-            eval_mean_return=final.mean if final else math.nan,
-            eval_std_return=final.std if final else math.nan,
-            eval_episodes=len(final.returns) if final else 0,
+            eval_mean_return=math.nan, eval_std_return=math.nan, eval_episodes=0,
             policy_lag_mean=progress.policy_lag_mean(),
             loop_lag_p99_ms=row["loop_lag_p99_ms"], loop_lag_max_ms=row["loop_lag_max_ms"],
-            stop_reason=self.stop.reason, config=cfg.to_dict(),
+            stop_reason=self.stop.reason, env_faults=progress.env_faults,
+            learner_restarts=progress.learner_restarts, nonfinite_steps=progress.nonfinite_steps,
+            config=cfg.to_dict(),
         )
-        if self.run_dir is not None and state is not None:
-            await asyncio.to_thread(self.run_dir.write_final, cfg, result.to_dict(), state["model"], self.network())
+        run_dir = self.run_dir
+        if run_dir is not None and state is not None:  # written now, so an abort during evaluation keeps them
+            await asyncio.to_thread(run_dir.write_model, cfg, state["model"], self.network())
+            await asyncio.to_thread(run_dir.write_summary, result.to_dict())
+        returns = await self._final_evaluation()
+        if returns:
+            final = EvalResult(returns)
+            result.eval_mean_return, result.eval_std_return = final.mean, final.std
+            result.eval_episodes = len(returns)
+        result.env_faults = progress.env_faults
+        if run_dir is not None and state is not None and cfg.final_eval_episodes:
+            await asyncio.to_thread(run_dir.write_summary, result.to_dict())
         return result
+
+    async def _final_evaluation(self) -> list[float]:
+        """Returns of fresh episodes without epsilon, with the last published weights: each episode cut
+        off at ``eval_max_episode_steps``, the whole cut short by a stop request that comes now (the
+        episodes that ended still count). An environment fault here is handled as during training."""
+        cfg = self.config
+        returns: list[float] = []
+        if not cfg.final_eval_episodes:
+            return returns
+        play = asyncio.ensure_future(self.source.evaluate(
+            self.predictor, cfg.final_eval_episodes, cfg.seed + 1_000_003, returns,
+            max_steps=cfg.eval_max_episode_steps, step_timeout=cfg.env_step_timeout,
+            on_fault=lambda what: self.faults.record("the final evaluation", what)))
+        cut = asyncio.ensure_future(self.stop.cut_short.wait())
+        try:
+            await asyncio.wait([play, cut], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cut.cancel()
+            if not play.done():
+                play.cancel()
+                await asyncio.wait([play])
+        error = None if play.cancelled() else play.exception()
+        if error is not None:
+            self.faults.record("the final evaluation", describe_exception(error), error)
+        return returns
+
+    async def _rescue(self, error: BaseException) -> None:
+        """A failed run still leaves a loadable checkpoint: of the learner's state if it answers, else of
+        the newest state held for a learner restart. Says where on ``error``."""
+        if self.run_dir is None:
+            return
+        try:
+            async with asyncio.timeout(10.0):
+                state = await self.learner.state()
+        except Exception:
+            state = getattr(self.learner, "held_state", None)
+        if state is None:
+            return
+        path = self.run_dir.path / checkpoint.CHECKPOINT_FILE
+        try:
+            await self._save_checkpoint(state)
+        except Exception as e:
+            error.add_note(f"saving a checkpoint failed too: {describe_exception(e)}")
+            return
+        error.add_note(f"the newest learner state (policy version {state['version']}) is saved in {path}")
 
     async def _act(self, agent: Agent | SegmentAgent | AsyncEnvAgents) -> None:
         await agent.run()
@@ -214,17 +305,19 @@ class TrainingRun:
         common: dict[str, Any] = dict(
             encoder=self.encode, policy=self.predictor, n_step=cfg.n_step, gamma=cfg.gamma, progress=progress,
             reward=TrainingReward(cfg.reward_scale, self.novelty),
-            segment_length=cfg.segment_length if cfg.algorithm == "vtrace" else None)
+            segment_length=cfg.segment_length if cfg.algorithm == "vtrace" else None,
+            faults=self.faults, step_timeout=cfg.env_step_timeout)
         if cfg.deterministic:
             common["step_limit"] = cfg.steps
         agents = [self.source.make_agent(cfg.envs_per_agent, actions=self.actions, queue=outbox, seed=int(seeds[i]),
-                                         epsilon=EpsilonSchedule(*cfg.epsilon(i), cfg.epsilon_steps), **common)
+                                         epsilon=EpsilonSchedule(*cfg.epsilon(i), cfg.epsilon_steps),
+                                         name=f"agent {i}", **common)
                   for i in range(cfg.agents)]
         if cfg.eval_envs:
             agents.append(self.source.make_agent(cfg.eval_envs, actions=self.actions,
                                                  queue=outbox if cfg.eval_agent_trains else None,
                                                  epsilon=EpsilonSchedule(0.0, 0.0, 0), seed=int(seeds[-1]),
-                                                 **common))
+                                                 name="the evaluation agent", **common))
         return agents
 
     async def _monitor(self) -> None:
@@ -232,6 +325,8 @@ class TrainingRun:
         cfg, progress = self.config, self.progress
         next_report = progress.elapsed() + cfg.log_interval  # a resumed run's clock starts where it stopped
         next_save = progress.elapsed() + cfg.save_every
+        next_hold = progress.elapsed() + HOLD_EVERY
+        hold = getattr(self.learner, "hold", None)  # a learner process that can be restarted from it
         while True:
             await asyncio.sleep(min(0.02, cfg.log_interval))
             t = progress.elapsed()
@@ -245,6 +340,10 @@ class TrainingRun:
             if cfg.save_every and self.run_dir is not None and t >= next_save:
                 await self._save_checkpoint()
                 next_save = progress.elapsed() + cfg.save_every
+                next_hold = progress.elapsed() + HOLD_EVERY
+            elif hold is not None and t >= next_hold:
+                hold(await self.learner.state())
+                next_hold = progress.elapsed() + HOLD_EVERY
 
     def _emit(self) -> MetricsRow:
         row = self.row()
@@ -257,11 +356,17 @@ class TrainingRun:
         return {"env": self.config.env, "obs_dim": spec.obs_dim, "n_actions": spec.n_actions,
                 "hidden": list(self.config.hidden), "continuous": self.actions.continuous}
 
-    async def _save_checkpoint(self) -> dict:
+    def _count_restart(self) -> None:
+        self.progress.learner_restarts += 1
+
+    async def _save_checkpoint(self, state: dict | None = None) -> dict:
         """The run's state to RUN_DIR/checkpoint.pt, atomically (serialized in a thread, off the loop);
-        returns the learner state it saved."""
+        returns the learner state it saved (fetched now unless given)."""
         assert self.run_dir is not None
-        state = await self.learner.state()
+        if state is None:
+            state = await self.learner.state()
+            if (hold := getattr(self.learner, "hold", None)) is not None:
+                hold(state)
         payload = {
             **state, "config": self.config.to_dict(), "counters": self.progress.state(),
             "network": self.network(),

@@ -57,24 +57,27 @@ class Trainer:
     def __init__(self, config: Config, *, run_dir: str | os.PathLike | None = None,
                  on_progress: Callable[[MetricsRow], None] | None = None,
                  env_factory: Callable[[], object] | None = None,
-                 resume_from: str | os.PathLike | dict | None = None):
+                 resume_from: str | os.PathLike | dict | None = None, overwrite: bool = False):
         """``env_factory``: makes one environment whose ``reset``/``step`` are coroutines (see
         ``asynca3c.runtime.async_agents``); ``config.env`` then only names the run. ``resume_from``: a
         checkpoint (a file, a run directory holding one, or what ``checkpoint.load`` returned) to
         continue: weights, optimizer state, counters, recent returns and random states; budgets then
-        count the run's total, not this session's."""
+        count the run's total, not this session's. ``run_dir`` may hold another run only when resuming
+        it or with ``overwrite`` (its files are removed first).
+
+        Cheap: nothing blocking happens here. ``start`` makes the environments, the network and the
+        learner, in threads where they would block the loop."""
         if env_factory is not None and config.deterministic:
             raise ConfigError("deterministic=True is not allowed with env_factory: async environments step "
                               "concurrently, in no fixed order; use a gymnasium id (Config.env)")
         self.config = config
-        self._resume = resume_from if isinstance(resume_from, dict) or resume_from is None \
-            else checkpoint.load(resume_from)
+        self._resume_from = resume_from
+        self._resume: dict | None = None
+        self._overwrite = overwrite
         self.run_dir = RunDirectory(run_dir) if run_dir is not None else None
         self.on_progress = on_progress
         self.source: EnvSource = AsyncEnvFactory(env_factory, config.env) if env_factory is not None \
             else GymEnvs(config.env, config.env_kwargs)
-        if self.source.spec is not None:
-            self._check_resume()
         self.device = resolve_device(config.device)
         self._stop = StopRequest()
         self.loop_lag = LoopLag()
@@ -144,21 +147,25 @@ class Trainer:
         if self._main is not None or self._closed:
             raise RuntimeError("this Trainer was already started; a Trainer runs once, make a new one")
         cfg = self.config
-        if self.source.spec is None:
-            await self.source.describe()
-            self._check_resume()
-        spec = self.source.spec
-        assert spec is not None  # described above
+        resume = self._resume_from
+        if resume is not None and not isinstance(resume, dict):
+            resume = await asyncio.to_thread(checkpoint.load, resume)
+        self._resume = resume
+        if self.run_dir is not None:  # a bad or taken run directory is refused before anything starts
+            await asyncio.to_thread(self.run_dir.claim, resume=resume is not None, overwrite=self._overwrite)
+        spec = await self.source.describe()
+        self._check_resume()
         if cfg.until_solved and self.threshold is None:
             raise ConfigError(f"until_solved needs a reward threshold: {cfg.env!r} has none in its "
                               "spec; set reward_threshold")
         loop = asyncio.get_running_loop()
         self._host = asyncio.current_task()
         try:
-            self._metrics.sinks = self._sinks()
-            run = self._run = TrainingRun(cfg, self.source, spec, self.device, threshold=self.threshold,
-                                          stop=self._stop, metrics=self._metrics, loop_lag=self.loop_lag,
-                                          run_dir=self.run_dir, resume=self._resume)
+            self._metrics.sinks = await asyncio.to_thread(self._sinks)  # TensorBoard's writer is slow to make
+            # the model, its copy and the learner spec: built in a thread, so the host's loop keeps its beat
+            run = self._run = await asyncio.to_thread(
+                TrainingRun, cfg, self.source, spec, self.device, threshold=self.threshold, stop=self._stop,
+                metrics=self._metrics, loop_lag=self.loop_lag, run_dir=self.run_dir, resume=self._resume)
             await run.start()
         except BaseException:
             await self.aclose()
@@ -328,6 +335,8 @@ class Trainer:
         if arr.size != spec.obs_dim:
             raise ValueError(f"observation of shape {arr.shape} is not allowed: {spec.env_id} expects "
                              f"{spec.obs_dim} numbers")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"observation {obs!r} is not allowed: every number must be finite")
         return arr.reshape(1, spec.obs_dim)
 
 

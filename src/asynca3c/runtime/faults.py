@@ -1,0 +1,96 @@
+"""Environment faults: what counts as one, and what the run does about it (the ``env_faults`` setting).
+
+An environment that raises, hangs past ``env_step_timeout``, or hands back an
+observation of the wrong size or with non-finite numbers (or a non-finite
+reward) is at fault. Training on such numbers would poison the network, so the
+step is never recorded: either the run stops with one line naming the env,
+the fault and the step (``fail``), or the env is closed and replaced by a new
+one with a fresh seed and its unfinished segment is dropped (``restart``),
+until faults come faster than ``max_env_faults_per_minute``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+
+from asynca3c.core.envs import ObsEncoder
+from asynca3c.errors import EnvFault
+from asynca3c.runtime.progress import Progress
+
+
+def encode_checked(encode: ObsEncoder, raw, rows: int) -> tuple[np.ndarray, str | None]:
+    """``rows`` raw observations as float32 rows, and why they may not be trained on (None: fine)."""
+    spec = encode.spec
+    a = np.asarray(raw)
+    if spec.obs_kind == "discrete":
+        if a.shape != (rows,) or not np.issubdtype(a.dtype, np.integer):
+            return a, f"observations of shape {a.shape} and dtype {a.dtype} where {rows} integers were expected"
+        low, high = spec.obs_start, spec.obs_start + spec.obs_dim
+        if a.size and (a.min() < low or a.max() >= high):
+            return a, f"an observation outside [{low}, {high}) ({int(a.min() if a.min() < low else a.max())})"
+        return encode(a), None
+    if a.size != rows * spec.obs_dim:
+        return a, f"an observation of shape {a.shape[1:]} where the space has {spec.obs_dim} numbers"
+    try:
+        out = encode(a)
+    except (TypeError, ValueError) as e:
+        return a, f"an observation that is not numbers ({describe_exception(e)})"
+    if not np.isfinite(out).all():
+        bad = np.argwhere(~np.isfinite(out))[0]
+        return out, f"a non-finite observation ({float(out[tuple(bad)])!r} for env {int(bad[0])})"
+    return out, None
+
+
+#: Rewards travel to the learner as float32: beyond this they would arrive as infinities.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def reward_fault(rewards: np.ndarray, how: str = "") -> str | None:
+    """Why these rewards may not be trained on (non-finite, or beyond float32's range), or None."""
+    ok = np.abs(rewards) <= FLOAT32_MAX  # False for NaN too
+    if ok.all():
+        return None
+    bad = float(rewards.reshape(-1)[int(np.argmin(ok))])
+    kind = "non-finite" if not np.isfinite(bad) else "float32-overflowing"
+    return f"a {kind} reward{' ' + how if how else ''} ({bad!r})"
+
+
+def describe_exception(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no answer within env_step_timeout"
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class FaultPolicy:
+    """Counts faults in ``progress.env_faults``; raises ``EnvFault`` when the run must stop."""
+
+    WINDOW = 60.0  # seconds over which max_per_minute is counted
+
+    def __init__(self, restart: bool, max_per_minute: int, progress: Progress):
+        self.restart, self.max_per_minute, self.progress = restart, max_per_minute, progress
+        self._recent: deque[float] = deque()
+
+    @property
+    def mode(self) -> str:
+        return "restart" if self.restart else "fail"
+
+    def record(self, where: str, what: str, cause: BaseException | None = None) -> None:
+        """One fault of the env named ``where``; returns when it should be restarted, raises otherwise."""
+        progress = self.progress
+        progress.env_faults += 1
+        step = progress.env_steps
+        if not self.restart:
+            raise EnvFault(f"environment fault in {where} at step {step:,}: {what} (env_faults='fail'; "
+                           "env_faults='restart' replaces faulty environments instead)") from cause
+        now = time.monotonic()
+        self._recent.append(now)
+        while self._recent and now - self._recent[0] > self.WINDOW:
+            self._recent.popleft()
+        if len(self._recent) > self.max_per_minute:
+            raise EnvFault(f"{len(self._recent)} environment faults within {self.WINDOW:.0f} s (more than "
+                           f"max_env_faults_per_minute={self.max_per_minute}); the last: {where} at step "
+                           f"{step:,}: {what}") from cause
