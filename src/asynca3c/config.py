@@ -123,8 +123,9 @@ class Config:
     max_env_faults_per_minute: int = _f(30, "env_faults='restart': faults within any 60 s that still stop the run")
     env_step_timeout: float = _f(30.0, "seconds an async environment's reset or step may take before it counts "
                                        "as a fault (0: wait forever)")
-    max_learner_restarts: int = _f(2, "learner process deaths survived: each restarts it from the newest state "
-                                      "the trainer holds; one more stops the run")
+    max_learner_restarts: int = _f(2, "learner process deaths survived within any 10 minutes: each restarts it "
+                                      "from the newest state the trainer holds (fetched every 10 s); one more "
+                                      "stops the run")
     eval_max_episode_steps: int = _f(10_000, "steps after which a final-evaluation episode is cut off, for "
                                              "environments with no time limit of their own")
     # --- budget and stopping

@@ -65,7 +65,8 @@ def test_final_files_are_written_atomically_and_summary_alone(tmp_path, monkeypa
     written = []
     real = checkpoint.write_atomically
     monkeypatch.setattr(checkpoint, "write_atomically", lambda p, d: written.append(p.name) or real(p, d))
-    run.write_final(config, {"stop_reason": "seconds"}, weights, NETWORK)
+    run.write_model(config, weights, NETWORK)
+    run.write_summary({"stop_reason": "seconds"})
     assert written == ["config.json", "model.pt", "summary.json"]
     run.write_summary({"stop_reason": "seconds", "eval_mean_return": 20.0})
     assert json.loads((run.path / "summary.json").read_text())["eval_mean_return"] == 20.0

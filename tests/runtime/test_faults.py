@@ -79,11 +79,11 @@ def test_wrongly_shaped_observations_are_a_fault_too():
 
 @pytest.mark.parametrize("how", ["nan", "raise", "shape"])
 def test_restart_replaces_the_vector_counts_the_fault_and_training_goes_on(how):
-    cfg = Config(**SMALL, env_kwargs={"how": how, "every": 500}, env_faults="restart", seconds=2)
+    cfg = Config(**SMALL, env_kwargs={"how": how, "every": 700}, env_faults="restart", seconds=1.5)
     rows = []
     result = Trainer(cfg, on_progress=rows.append)
     result = asyncio.run(result.run())
-    assert result.env_faults >= 2 and result.updates > 0 and result.env_steps > 1_000
+    assert result.env_faults >= 1 and result.updates > 0 and result.env_steps > 1_000
     assert rows[-1]["env_faults"] == result.env_faults
 
 
@@ -121,7 +121,7 @@ ASYNC = dict(env="FaultyAsync", agents=1, envs_per_agent=4, batch_envs=4, final_
 
 
 @pytest.mark.parametrize("how", ["hang", "raise", "nan", "shape"])
-def test_async_env_faults_are_restarted_by_default(run_on, how):
+def test_async_env_faults_are_restarted_by_default(how):
     made = []
 
     def factory():
@@ -129,16 +129,16 @@ def test_async_env_faults_are_restarted_by_default(run_on, how):
         return made[-1]
 
     async def main_():
-        return await Trainer(Config(**ASYNC), env_factory=factory).run(seconds=2)
+        return await Trainer(Config(**ASYNC), env_factory=factory).run(seconds=1.5)
 
     t0 = time.perf_counter()
-    result = run_on(main_())
+    result = asyncio.run(main_())
     assert time.perf_counter() - t0 < 15
     assert result.env_faults >= 1 and result.env_steps > 500
     assert len(made) >= 1 + 4 + result.env_faults  # the probe, the four, one replacement per fault
 
 
-def test_a_restarted_async_env_drops_its_open_n_step_window(run_on):
+def test_a_restarted_async_env_drops_its_open_n_step_window(run_on):  # on asyncio and uvloop
     made = []
 
     def factory():
@@ -147,7 +147,7 @@ def test_a_restarted_async_env_drops_its_open_n_step_window(run_on):
 
     async def main_():
         cfg = Config(**ASYNC, algorithm="nstep", eval_envs=0, epsilon_end=(0.0,))
-        return await Trainer(cfg, env_factory=factory).run(seconds=2)
+        return await Trainer(cfg, env_factory=factory).run(seconds=1.5)
 
     result = run_on(main_())
     assert result.env_faults >= 1 and result.updates > 0
@@ -270,7 +270,7 @@ def test_a_learner_that_keeps_dying_stops_the_run_with_one_line_and_a_loadable_c
 
     with pytest.raises(LearnerError) as caught:
         asyncio.run(main_())
-    assert "the learner process died (signal 9, SIGKILL) 3 times" in str(caught.value)
+    assert "the learner process died (signal 9, SIGKILL) 3 times within 10 minutes" in str(caught.value)
     assert any("is saved in" in n for n in caught.value.__notes__)
     state = checkpoint.load(tmp_path / "r")
     assert state["version"] >= 0 and state["counters"]["learner_restarts"] == 2

@@ -212,7 +212,7 @@ def _entry_checks(p: dict) -> list[tuple[str, Callable[[], object]]]:
         return [("network", lambda: _check_network(p["network"])),
                 ("env_kwargs", lambda: _check_env_kwargs(p["env_kwargs"])),
                 ("model", lambda: _check_model(p["model"], p["network"]))]
-    checks = [("network", lambda: _check_network(p["network"])),
+    checks: list[tuple[str, Callable[[], object]]] = [("network", lambda: _check_network(p["network"])),
               ("version", lambda: _check_version(p["version"])),
               ("counters", lambda: _check_counters(p["counters"])),
               ("config", lambda: _check_config(p["config"])),

@@ -105,8 +105,3 @@ class RunDirectory:
         from asynca3c.outputs import checkpoint
 
         checkpoint.write_atomically(self.path / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-
-    def write_final(self, config: Config, summary: dict, weights: dict, network: dict) -> None:
-        """config.json, model.pt and summary.json, at the end of a run."""
-        self.write_model(config, weights, network)
-        self.write_summary(summary)

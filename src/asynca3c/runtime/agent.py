@@ -151,16 +151,24 @@ class _VectorAgent:
     async def _replace(self, what: str, cause: BaseException | None = None) -> np.ndarray:
         """A fault: stop (the policy raises), or close the vector, make a new one (off the loop) with a
         fresh seed, and start over from its first observations; the unfinished segment is dropped."""
-        restartable = self.make_envs is not None
-        if not restartable and self.faults.restart:
+        make_envs = self.make_envs
+        if make_envs is None and self.faults.restart:
             what += " (this agent cannot remake its environments)"
         self.faults.record(f"{self.name} ({self.num_envs} x {self.encode.spec.env_id})", what, cause)
-        if not restartable:
+        if make_envs is None:
             raise EnvFault(f"{self.name}: {what}") from cause
-        old = self.envs
-        await asyncio.to_thread(_close_quietly, old)
-        self.envs = await asyncio.to_thread(self.make_envs)
+        await asyncio.to_thread(_close_quietly, self.envs)
+        self.envs = await asyncio.to_thread(make_envs)
         return await self._reset(int(self.rng.integers(2**31)))
+
+    def _begin(self, obs: np.ndarray) -> None:
+        """The first observations, before any step (and after a fault replaced the envs)."""
+        raise NotImplementedError
+
+    def _record(self, actions, logp, version: int, reward: np.ndarray, term: np.ndarray, trunc: np.ndarray,
+                live: np.ndarray, obs: np.ndarray) -> SampleBatch | Segment | None:
+        """One step of every env (``live``: not an autoreset step); a message to ship, if one is complete."""
+        raise NotImplementedError
 
 class Agent(_VectorAgent):
     """n-step samples from the compiled kernel: rings hold each env's last n+1 steps."""

@@ -27,6 +27,7 @@ import collections
 import pickle
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -45,7 +46,10 @@ from asynca3c.runtime.wire import HEADER, encode_frame
 class LearnerClient(Protocol):
     """What the loop side needs of a learner, wherever its steps run."""
 
-    pid: int | None  # the worker process's, or None when steps run in this process
+    @property
+    def pid(self) -> int | None:
+        """The worker process's, or None when steps run in this process."""
+        ...
 
     async def start(self) -> None: ...
 
@@ -206,7 +210,11 @@ class ProcessLearner:
 
 class RestartingLearner:
     """A ``ProcessLearner`` that outlives its worker: a request that finds the worker dead starts a new
-    one from the newest held state and is sent again; after ``max_restarts`` restarts a death is final."""
+    one from the newest held state and is sent again. A death after ``max_restarts`` restarts within
+    ``WINDOW`` seconds is final: a learner that keeps dying has a cause a restart will not fix, while a
+    long run may survive an occasional kill forever."""
+
+    WINDOW = 600.0
 
     def __init__(self, spec: LearnerSpec, max_restarts: int, on_restart: Callable[[], None]):
         self._spec, self.max_restarts, self._on_restart = spec, max_restarts, on_restart
@@ -214,7 +222,7 @@ class RestartingLearner:
         self._held: dict | None = None  # model, optimizer, version: what a new worker starts from
         self._version = 0  # the newest version a reply carried
         self._lock = asyncio.Lock()
-        self.restarts = 0
+        self._restarted_at: collections.deque[float] = collections.deque()
 
     @property
     def pid(self) -> int | None:
@@ -263,10 +271,15 @@ class RestartingLearner:
             if self._worker is not dead:  # another request found it dead first and restarted it
                 return
             await dead.aclose()
-            if self.restarts >= self.max_restarts:
-                raise LearnerError(f"the learner process died ({died.how}) {self.restarts + 1} times; stopped "
-                                   f"after {self.restarts} restarts (max_learner_restarts={self.max_restarts})")
-            self.restarts += 1
+            now = time.monotonic()
+            recent = self._restarted_at
+            while recent and now - recent[0] > self.WINDOW:
+                recent.popleft()
+            if len(recent) >= self.max_restarts:
+                raise LearnerError(f"the learner process died ({died.how}) {len(recent) + 1} times within "
+                                   f"{self.WINDOW / 60:.0f} minutes; stopped after {len(recent)} restarts "
+                                   f"(max_learner_restarts={self.max_restarts})")
+            recent.append(now)
             self._on_restart()
             new = ProcessLearner(self._spec)
             await new.start()

@@ -113,10 +113,12 @@ def first_error(group: BaseExceptionGroup) -> BaseException | None:
     errors = [e for e in leaves(group) if not isinstance(e, asyncio.CancelledError)]
     if not errors:
         return None
-    for other in errors[1:]:
-        if other is not errors[0]:
-            errors[0].add_note(f"also: {type(other).__name__}: {other}")
-    return errors[0]
+    first, seen = errors[0], {(type(errors[0]), str(errors[0]))}
+    for other in errors[1:]:  # the same failure met by two tasks is said once
+        if (type(other), str(other)) not in seen:
+            seen.add((type(other), str(other)))
+            first.add_note(f"also: {type(other).__name__}: {other}")
+    return first
 
 
 class TrainingRun:
@@ -268,6 +270,7 @@ class TrainingRun:
         the newest state held for a learner restart. Says where on ``error``."""
         if self.run_dir is None:
             return
+        state: dict | None
         try:
             async with asyncio.timeout(10.0):
                 state = await self.learner.state()
