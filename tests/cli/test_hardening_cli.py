@@ -55,17 +55,37 @@ def test_a_signal_after_training_cuts_the_final_evaluation_short(cli_command, tm
     assert (run_dir / "model.pt").stat().st_size > 0
 
 
-def test_a_second_ctrl_c_aborts_at_once_with_one_line(cli_command, tmp_path):
-    proc = subprocess.Popen([*cli_command, "train", "--seconds", "60", "--run-dir", str(tmp_path / "r"),
-                             "--agents", "1", "--envs-per-agent", "8", "--batch-envs", "8", "--log-interval", "0.2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _train_in_a_terminal(cli_command, run_dir, *extra) -> subprocess.Popen:
+    """The command in a process group of its own, as a shell runs it: Ctrl-C goes to the whole group."""
+    proc = subprocess.Popen([*cli_command, "train", "--seconds", "60", "--run-dir", str(run_dir), "--agents", "1",
+                             "--envs-per-agent", "8", "--batch-envs", "8", "--log-interval", "0.2", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # training has started
+        if "steps/s" in line:
+            break
+    return proc
+
+
+def test_ctrl_c_in_a_terminal_stops_gracefully_without_killing_the_learner(cli_command, tmp_path):
+    proc = _train_in_a_terminal(cli_command, tmp_path / "r", "--final-eval-episodes", "5")
     try:
-        for line in proc.stdout:  # training has started
-            if "steps/s" in line:
-                break
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # the learner process is in the group a terminal signals
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["stop_reason"] == "interrupted" and summary["learner_restarts"] == 0
+    assert summary["eval_episodes"] == 5
+
+
+def test_a_second_ctrl_c_aborts_at_once_with_one_line(cli_command, tmp_path):
+    proc = _train_in_a_terminal(cli_command, tmp_path / "r")
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
         time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
         t0 = time.monotonic()
         _, err = proc.communicate(timeout=30)
         took = time.monotonic() - t0

@@ -43,3 +43,18 @@ def test_dangerous_settings_are_refused_before_training(capsys, tmp_path, args, 
     assert len(lines) == 1 and message in lines[0], err
     assert "Traceback" not in err
     assert not (run_dir / "progress.csv").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["bench", "returns", "--n", "4611686018427387904"], "argument --n: must be an integer in [1, 10,000]"),
+    (["bench", "returns", "--vtrace-envs", "100000000"], "argument --vtrace-envs: must be an integer in [1, 65,536]"),
+    (["eval", "no-such-run", "--seed", "-1"], "--seed -1 is not allowed: an integer in [0, 2**32 - 1]"),
+    (["eval", "no-such-run", "--max-steps", "0"], "--max-steps 0 is not allowed: an integer in [1, 1,000,000,000]"),
+])
+def test_other_commands_refuse_sizes_that_would_exhaust_memory(capsys, args, message):
+    try:
+        rc = main(args)
+    except SystemExit as e:
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and message in err, err

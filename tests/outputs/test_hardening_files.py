@@ -258,5 +258,7 @@ def test_claim_refuses_files_unwritable_dirs_and_other_runs(tmp_path, monkeypatc
     assert "\n" not in str(caught.value) and str(run.path) in str(caught.value)
     run.claim(resume=True, overwrite=False)
     assert sorted(p.name for p in run.path.iterdir()) == sorted([*names, "tensorboard"])
-    run.claim(resume=False, overwrite=True)
+    run.claim(resume=False, overwrite=True)  # allowed; nothing is removed until the run is ready to start
+    assert sorted(p.name for p in run.path.iterdir()) == sorted([*names, "tensorboard"])
+    run.clear()
     assert [p.name for p in run.path.iterdir()] == ["notes.txt"]

@@ -274,3 +274,88 @@ def test_a_learner_that_keeps_dying_stops_the_run_with_one_line_and_a_loadable_c
     assert any("is saved in" in n for n in caught.value.__notes__)
     state = checkpoint.load(tmp_path / "r")
     assert state["version"] >= 0 and state["counters"]["learner_restarts"] == 2
+
+
+class NeverResets(LatencyCartPole):
+    async def reset(self, *, seed=None, options=None):
+        raise ConnectionRefusedError("no simulator listening")
+
+
+def test_an_env_that_never_resets_ends_in_the_fault_limit_not_a_recursion_error():
+    async def main_():
+        cfg = Config(**ASYNC, max_env_faults_per_minute=2_000)  # more replacements than Python's recursion limit
+        return await Trainer(cfg, env_factory=NeverResets).run(seconds=20)
+
+    with pytest.raises(EnvFault, match=r"2001 environment faults within 60 s .*ConnectionRefusedError"):
+        asyncio.run(main_())
+
+
+def test_a_stop_asked_while_the_run_drains_cuts_the_evaluation_short():
+    from asynca3c.runtime.run import StopRequest
+
+    async def main_():
+        stop = StopRequest()
+        stop("seconds")
+        stop("terminated")  # during the drain: remembered
+        assert not stop.cut_short.is_set()
+        stop.end_training()
+        assert stop.cut_short.is_set() and stop.reason == "seconds"
+        quiet = StopRequest()
+        quiet("seconds")
+        quiet.end_training()
+        assert not quiet.cut_short.is_set()
+        quiet("interrupted")  # after training: at once
+        assert quiet.cut_short.is_set()
+        budget = StopRequest()
+        for _ in range(3):  # the monitor sees its budget spent at every tick until it stops
+            budget.reached("seconds")
+        budget.end_training()
+        assert not budget.cut_short.is_set()
+
+    asyncio.run(main_())
+
+
+def test_a_stopped_evaluation_keeps_the_episodes_that_ended():
+    from asynca3c.core.evaluation import play
+
+    returns: list[float] = []
+    steps = play(lambda obs: np.zeros(len(obs), np.int64), "CartPole-v1", 8, None, 0, False, 128, returns)
+    for _ in range(9):  # always pushing left, these 8 episodes last 8 to 10 steps
+        next(steps)
+    assert returns == []  # nothing is appended while the chunk plays
+    steps.close()
+    assert 1 <= len(returns) < 8 and all(r in (8.0, 9.0) for r in returns)
+
+
+class _Policy:
+    """What evaluate_async_envs needs of the predictor: an action for a row; can be made to fail."""
+
+    def __init__(self, fail: bool = False):
+        from asynca3c.core.actions import DiscreteActions
+
+        self.actions, self.fail = DiscreteActions(2), fail
+
+    async def choose(self, obs, eps):
+        if self.fail:
+            raise LearnerError("the network gave non-finite action parameters")
+        return 0, 0.0, 0
+
+
+def test_evaluation_faults_are_counted_once_per_episode_and_policy_errors_are_raised():
+    from asynca3c.core.envs import ObsEncoder, describe_env
+    from asynca3c.runtime.async_agents import evaluate_async_envs
+
+    made = []
+
+    def factory():
+        made.append(FaultyAsync("nan", after=3 if len(made) % 2 else 10**9))
+        return made[-1]
+
+    encoder = ObsEncoder(describe_env(LatencyCartPole(), "FaultyAsync"))
+    faults: list[str] = []
+    returns: list[float] = []
+    asyncio.run(evaluate_async_envs(factory, _Policy(), encoder, 6, 0, returns, on_fault=faults.append))
+    assert len(faults) == 3 and len(returns) == 3 and all("a non-finite observation" in f for f in faults)
+    with pytest.raises(LearnerError, match="non-finite action parameters"):
+        asyncio.run(evaluate_async_envs(factory, _Policy(fail=True), encoder, 4, 0, [], on_fault=faults.append))
+    assert len(faults) == 3

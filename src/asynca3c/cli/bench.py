@@ -9,11 +9,19 @@ import json
 from asynca3c.cli.common import OneLineErrorParser
 
 
-def _positive_int(s: str) -> int:
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {s}")
-    return v
+def _int_in(low: int, high: int):
+    """An argparse type: an integer in [low, high] (the benchmark allocates in proportion to it)."""
+
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{low:,}, {high:,}], got {s!r}") from None
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{low:,}, {high:,}], got {s}")
+        return v
+
+    return parse
 
 
 def _gamma(s: str) -> float:
@@ -31,20 +39,20 @@ def add_parser(sub) -> None:
                              description="Time the n-step return systems (ns per transition), then the V-trace "
                                          "systems (ns per step of a [T, E] segment batch).")
     p.set_defaults(run=run_returns)
-    p.add_argument("--envs", type=_positive_int, default=64, help="environments per batch (default 64)")
-    p.add_argument("--n", type=_positive_int, default=8, help="n of the n-step returns (default 8)")
+    p.add_argument("--envs", type=_int_in(1, 65_536), default=64, help="environments per batch (default 64)")
+    p.add_argument("--n", type=_int_in(1, 10_000), default=8, help="n of the n-step returns (default 8)")
     p.add_argument("--gamma", type=_gamma, default=0.99, help="discount in (0, 1] (default 0.99)")
-    p.add_argument("--steps", type=_positive_int, default=1_000_000,
+    p.add_argument("--steps", type=_int_in(1, 10**9), default=1_000_000,
                    help="transitions per measurement, rounded up to a multiple of --envs (default 1000000)")
-    p.add_argument("--repeats", type=_positive_int, default=5, help="measurements per system (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the data (default 0)")
-    p.add_argument("--check-steps", type=_positive_int, default=20_000,
+    p.add_argument("--repeats", type=_int_in(1, 1_000), default=5, help="measurements per system (default 5)")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="random seed of the data (default 0)")
+    p.add_argument("--check-steps", type=_int_in(1, 10**8), default=20_000,
                    help="transitions of the agreement check run before timing (default 20000)")
-    p.add_argument("--vtrace-steps", type=_positive_int, default=20, metavar="T",
+    p.add_argument("--vtrace-steps", type=_int_in(1, 10_000), default=20, metavar="T",
                    help="segment length T of the V-trace measurement (default 20)")
-    p.add_argument("--vtrace-envs", type=_positive_int, default=256, metavar="E",
+    p.add_argument("--vtrace-envs", type=_int_in(1, 65_536), default=256, metavar="E",
                    help="environments E per segment batch of the V-trace measurement (default 256)")
-    p.add_argument("--vtrace-batches", type=_positive_int, default=20,
+    p.add_argument("--vtrace-batches", type=_int_in(1, 10_000), default=20,
                    help="segment batches per V-trace measurement (default 20)")
     p.add_argument("--json", metavar="PATH", help="write all figures, parameters and machine info here")
 

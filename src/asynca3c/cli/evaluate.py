@@ -35,9 +35,12 @@ def run(args: argparse.Namespace) -> int:
     from asynca3c.outputs.checkpoint import load_policy
     from asynca3c.outputs.video import check_path, record
 
-    for name in ("episodes", "video_episodes", "max_steps"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)} is not allowed: an integer >= 1")
+    for name, high in (("episodes", 10**6), ("video_episodes", 1_000), ("max_steps", 10**9)):
+        if not 1 <= getattr(args, name) <= high:
+            raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)} is not allowed: an integer in "
+                              f"[1, {high:,}]")
+    if not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed {args.seed} is not allowed: an integer in [0, 2**32 - 1]")
     if args.video is not None:
         check_path(args.video)
     model, env_id, env_kwargs = load_policy(args.source)

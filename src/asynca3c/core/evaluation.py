@@ -8,7 +8,7 @@ exactly the same episodes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,7 +70,7 @@ def model_policy(model: ActorCritic, spec: EnvSpec, deterministic: bool, rng: np
 
 def play(policy: ActorCritic | PolicyFn, env_id: str, episodes: int, env_kwargs: dict | None, seed: int,
          deterministic: bool, chunk: int, returns: list[float], *, max_steps: int = 0,
-         spec: EnvSpec | None = None) -> Iterator[None]:
+         spec: EnvSpec | None = None) -> Generator[None, None, None]:
     """Plays the episodes, appending their returns; yields after every vector step, so a caller can
     hand control back (to its event loop, or to a cancel check) between steps. An episode still running
     after ``max_steps`` steps is cut off there (0: never), with the return it has; when the caller stops

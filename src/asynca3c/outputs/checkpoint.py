@@ -245,6 +245,7 @@ def _check_version(version: object) -> None:
 #: Progress.state()'s counters: the counts, and the real numbers that cannot be negative.
 _COUNTS = ("env_steps", "episodes", "updates", "samples_trained", "eval_episodes")
 _AMOUNTS = ("seconds", "lag_sum")
+_LATER_COUNTS = ("nonfinite_steps", "env_faults", "learner_restarts")  # added after the first checkpoints
 
 
 def _check_counters(counters: object) -> None:
@@ -254,8 +255,8 @@ def _check_counters(counters: object) -> None:
                            "eval_returns") if k not in counters]
     if missing:
         raise _Invalid(f"lacks {', '.join(missing)}")
-    for key in (*_COUNTS, "nonfinite_steps", "solved_after_steps"):
-        value = counters.get(key, 0)  # nonfinite_steps: older checkpoints lack it
+    for key in (*_COUNTS, *_LATER_COUNTS, "solved_after_steps"):
+        value = counters.get(key, 0)  # older checkpoints lack the later counts
         if not (_is_int(value, 0) or (value is None and key == "solved_after_steps")):
             raise _Invalid(f"{key} must be an int >= 0, not {_short(value)}")
     for key in (*_AMOUNTS, "solved_after_seconds"):
@@ -313,14 +314,16 @@ def _check_rng(rng: object) -> None:
             raise _Invalid(f"{name} is not a numpy random generator state") from None
 
 
-def network_model(network: dict) -> ActorCritic:
-    """A fresh network of the shape a (checked) ``network`` entry describes."""
-    return ActorCritic(int(network["obs_dim"]), int(network["n_actions"]), tuple(network["hidden"]),
-                       bool(network.get("continuous", False)))
+def network_model(network: dict, device: str | torch.device = "cpu") -> ActorCritic:
+    """A fresh network of the shape a (checked) ``network`` entry describes. On the ``meta`` device it
+    has shapes and no storage: a tampered entry asking for a huge network cannot exhaust memory."""
+    with torch.device(device):
+        return ActorCritic(int(network["obs_dim"]), int(network["n_actions"]), tuple(network["hidden"]),
+                           bool(network.get("continuous", False)))
 
 
 def _check_model(weights: object, network: dict) -> None:
-    problem = weight_problems(network_model(network), weights)
+    problem = weight_problems(network_model(network, "meta"), weights)
     if problem:
         raise _Invalid(problem)
 
@@ -363,7 +366,7 @@ def _check_optimizer(state: object, network: dict, config: Config) -> None:
         raise _Invalid("must be a dict with a 'state' dict and a 'param_groups' list")
     kind = config.optimizer
     needed, group_key = _OPTIMIZER_STATE[kind]
-    params = list(network_model(network).named_parameters())
+    params = list(network_model(network, "meta").named_parameters())
     groups = state["param_groups"]
     ids = groups[0].get("params") if len(groups) == 1 and isinstance(groups[0], dict) else None
     if not (isinstance(ids, list) and len(ids) == len(params) and all(_is_int(i, 0) for i in ids)

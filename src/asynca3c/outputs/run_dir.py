@@ -40,7 +40,8 @@ class RunDirectory:
         """Make sure the run can write here before it trains, so a bad path fails in a second, not at
         the first checkpoint: RunDirError (one line) for a file, a path under a file, a directory that
         cannot be written, or another run's directory unless ``resume`` (continue it) or ``overwrite``
-        (its run files are removed first). Makes the directory, parents too."""
+        (then ``clear`` removes its files, once everything else about the new run has been checked).
+        Makes the directory, parents too."""
         path = self.path
         if resume and overwrite:
             raise RunDirError(f"run directory {path}: --resume continues the run there and --overwrite "
@@ -66,10 +67,10 @@ class RunDirectory:
         if not overwrite:
             raise RunDirError(f"run directory {path} already holds a run ({', '.join(found)}): use --resume to "
                               "continue it or --overwrite to replace it (or give a different --run-dir)")
-        self._remove_run_files()
 
-    def _remove_run_files(self) -> None:
-        """The previous run's files, its tensorboard logs and the temporaries of its killed saves."""
+    def clear(self) -> None:
+        """Remove a previous run's files, its tensorboard logs and the temporaries of its killed saves, so
+        the new run's files are not mixed with them (``overwrite``)."""
         from asynca3c.outputs import checkpoint
 
         try:

@@ -103,11 +103,11 @@ class _VectorAgent:
                     rew = np.asarray(rew, dtype=np.float64).reshape(V)
                     term = np.asarray(term, dtype=bool).reshape(V)
                     trunc = np.asarray(trunc, dtype=bool).reshape(V)
-                except Exception as exc:  # the env's own error: a fault, handled as the policy says
+                    next_obs, fault = encode_checked(self.encode, raw, V)
+                except Exception as exc:  # the env's own error, or what it returned: a fault
                     obs = await self._replace(describe_exception(exc), exc)
                     resetting[:], explored[:], ep_ret[:], ep_len[:] = False, False, 0.0, 0
                     continue
-                next_obs, fault = encode_checked(self.encode, raw, V)
                 fault = fault or reward_fault(rew[live])
                 trained = self.reward(rew, next_obs) if fault is None else rew
                 fault = fault or reward_fault(trained[live], "once scaled")
@@ -137,29 +137,43 @@ class _VectorAgent:
             self.envs.close()
 
     async def _reset(self, seed: int) -> np.ndarray:
-        """Reset every env and start a new segment from their observations (faults handled)."""
-        try:
-            raw, _ = self.envs.reset(seed=seed)
-        except Exception as exc:
-            return await self._replace(describe_exception(exc) + " (in reset)", exc)
-        obs, fault = encode_checked(self.encode, raw, self.num_envs)
-        if fault is not None:
-            return await self._replace(fault + " (in reset)")
-        self._begin(obs)
-        return obs
+        """Reset every env and start a new segment from their observations. A reset that faults is
+        handled like a step that does (a loop, not a recursion: the fault policy bounds it)."""
+        while True:
+            try:
+                raw, _ = self.envs.reset(seed=seed)
+                obs, what = encode_checked(self.encode, raw, self.num_envs)
+                cause = None
+            except Exception as exc:
+                what, cause = describe_exception(exc), exc
+            if what is None:
+                self._begin(obs)
+                return obs
+            await self._remake(what + " (in reset)", cause)
+            seed = int(self.rng.integers(2**31))
 
     async def _replace(self, what: str, cause: BaseException | None = None) -> np.ndarray:
-        """A fault: stop (the policy raises), or close the vector, make a new one (off the loop) with a
-        fresh seed, and start over from its first observations; the unfinished segment is dropped."""
+        """A fault: stop (the policy raises), or replace the vector and start over from a fresh seed's
+        first observations; the unfinished segment is dropped."""
+        await self._remake(what, cause)
+        return await self._reset(int(self.rng.integers(2**31)))
+
+    async def _remake(self, what: str, cause: BaseException | None) -> None:
+        """Count the fault (the policy raises when the run must stop), close the vector and make a new one,
+        off the loop; a factory that fails is one more fault."""
         make_envs = self.make_envs
         if make_envs is None and self.faults.restart:
             what += " (this agent cannot remake its environments)"
-        self.faults.record(f"{self.name} ({self.num_envs} x {self.encode.spec.env_id})", what, cause)
-        if make_envs is None:
-            raise EnvFault(f"{self.name}: {what}") from cause
-        await asyncio.to_thread(_close_quietly, self.envs)
-        self.envs = await asyncio.to_thread(make_envs)
-        return await self._reset(int(self.rng.integers(2**31)))
+        while True:
+            self.faults.record(f"{self.name} ({self.num_envs} x {self.encode.spec.env_id})", what, cause)
+            if make_envs is None:
+                raise EnvFault(f"{self.name}: {what}") from cause
+            await asyncio.to_thread(_close_quietly, self.envs)
+            try:
+                self.envs = await asyncio.to_thread(make_envs)
+                return
+            except Exception as exc:
+                what, cause = f"making a replacement failed: {describe_exception(exc)}", exc
 
     def _begin(self, obs: np.ndarray) -> None:
         """The first observations, before any step (and after a fault replaced the envs)."""

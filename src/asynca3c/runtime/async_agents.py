@@ -75,11 +75,11 @@ class AsyncEnvs:
         self._closed = False
 
     async def aclose(self) -> None:
+        """All at once, each bounded: envs hung in ``close`` cost one grace, not one each."""
         if self._closed:
             return
         self._closed = True
-        for env in self.envs:
-            await close_env(env, self.close_timeout)
+        await asyncio.gather(*(close_env(env, self.close_timeout) for env in self.envs))
 
 
 class _NStepRecorder:
@@ -187,7 +187,7 @@ class AsyncEnvAgents:
                  step_timeout: float = 0.0, name: str = "agent"):
         """``make_env`` replaces an env after a fault (without it every fault stops the run);
         ``step_timeout``: seconds a ``reset`` or ``step`` may take (0: no bound)."""
-        self.envs = AsyncEnvs(envs, step_timeout or STOP_GRACE)
+        self.envs = AsyncEnvs(envs, min(step_timeout, STOP_GRACE) if step_timeout else STOP_GRACE)
         self.reward = reward or TrainingReward()  # what the learner learns from
         self.encode, self.policy, self.queue = encoder, policy, queue
         actions = policy.actions
@@ -235,33 +235,52 @@ class AsyncEnvAgents:
         for task in late:
             task.cancel()
 
-    async def _start(self, i: int, seed: int | None, replacing: bool) -> np.ndarray:
-        """Reset env ``i`` and begin recording from its observation (faults handled)."""
+    async def _reset_checked(self, i: int, seed: int | None) -> tuple[np.ndarray | None, str | None, Exception | None]:
+        """Reset env ``i``: its observation row, or why it faulted (and the env's exception)."""
         try:
             raw, _ = await bounded(self.envs.envs[i].reset(seed=seed), self.step_timeout)
+            obs, what = encode_checked(self.encode, _rows(raw), 1)
+            return obs, (what + " (in reset)" if what else None), None
         except Exception as exc:
-            return await self._replace(i, describe_exception(exc) + " (in reset)", exc)
-        obs, fault = encode_checked(self.encode, _rows(raw), 1)
-        if fault is not None:
-            return await self._replace(i, fault + " (in reset)")
-        if replacing:
-            self.recorder.restart(i, obs)
-        else:
-            self.recorder.begin(i, obs)
-        return obs
+            return None, describe_exception(exc) + " (in reset)", exc
+
+    async def _start(self, i: int, seed: int | None, replacing: bool) -> np.ndarray:
+        """Reset env ``i`` and begin recording from its observation; a reset that faults is handled like a
+        step that does (a loop, not a recursion: the fault policy bounds it)."""
+        while True:
+            obs, what, cause = await self._reset_checked(i, seed)
+            if what is None and obs is not None:
+                if replacing:
+                    self.recorder.restart(i, obs)
+                else:
+                    self.recorder.begin(i, obs)
+                return obs
+            await self._remake(i, what or "no observation", cause)
+            seed, replacing = int(self.rng.integers(2**31)), True
 
     async def _replace(self, i: int, what: str, cause: BaseException | None = None) -> np.ndarray:
-        """A fault of env ``i``: stop (the policy raises), or close it, make a new one with a fresh seed
-        and start over; its partial segment is dropped."""
-        where = f"{self.name}, async env {i} ({self.encode.spec.env_id})"
-        if self.make_env is None and self.faults.restart:
-            what += " (this agent cannot remake its environments)"
-        self.faults.record(where, what, cause)
-        if self.make_env is None:
-            raise EnvFault(f"{where}: {what}") from cause
-        await close_env(self.envs.envs[i], self.step_timeout)
-        self.envs.envs[i] = self.make_env()
+        """A fault of env ``i``: stop (the policy raises), or replace it and start over from a fresh seed;
+        its partial segment is dropped."""
+        await self._remake(i, what, cause)
         return await self._start(i, int(self.rng.integers(2**31)), replacing=True)
+
+    async def _remake(self, i: int, what: str, cause: BaseException | None) -> None:
+        """Count the fault (the policy raises when the run must stop), close env ``i``, make a new one; a
+        factory that fails is one more fault."""
+        where = f"{self.name}, async env {i} ({self.encode.spec.env_id})"
+        make_env = self.make_env
+        if make_env is None and self.faults.restart:
+            what += " (this agent cannot remake its environments)"
+        while True:
+            self.faults.record(where, what, cause)
+            if make_env is None:
+                raise EnvFault(f"{where}: {what}") from cause
+            await close_env(self.envs.envs[i], STOP_GRACE)
+            try:
+                self.envs.envs[i] = make_env()
+                return
+            except Exception as exc:
+                what, cause = f"making a replacement failed: {describe_exception(exc)}", exc
 
     async def _drive(self, i: int) -> None:
         """Step one environment: act, await its step, record the transition, stage what is complete."""
@@ -275,12 +294,12 @@ class AsyncEnvAgents:
             try:
                 raw, reward, terminated, truncated, _ = await bounded(
                     self.envs.envs[i].step(self.policy.actions.to_env(action)), timeout)
-                reward = float(reward)
-            except Exception as exc:  # the env's own error, or its timeout: a fault
+                reward, terminated, truncated = float(reward), bool(terminated), bool(truncated)
+                next_obs, fault = encode_checked(self.encode, _rows(raw), 1)
+            except Exception as exc:  # the env's own error, its timeout, or what it returned: a fault
                 obs = await self._replace(i, describe_exception(exc), exc)
                 ep_ret, ep_len, explored = 0.0, 0, False
                 continue
-            next_obs, fault = encode_checked(self.encode, _rows(raw), 1)
             fault = fault or reward_fault(np.array([reward]))
             trained = self.reward.one(reward, next_obs) if fault is None else reward
             fault = fault or reward_fault(np.array([trained]), "once scaled")
@@ -288,8 +307,7 @@ class AsyncEnvAgents:
                 obs = await self._replace(i, fault)
                 ep_ret, ep_len, explored = 0.0, 0, False
                 continue
-            self._staged += rec.step(i, obs, action, logp, version, trained, bool(terminated), bool(truncated),
-                                     next_obs)
+            self._staged += rec.step(i, obs, action, logp, version, trained, terminated, truncated, next_obs)
             obs = next_obs
             progress.env_steps += 1
             ep_ret += reward
@@ -303,13 +321,9 @@ class AsyncEnvAgents:
 
     async def _next_episode(self, i: int) -> np.ndarray:
         """Reset env ``i`` after an episode end: its invalid step between episodes is recorded."""
-        try:
-            raw, _ = await bounded(self.envs.envs[i].reset(), self.step_timeout)
-        except Exception as exc:
-            return await self._replace(i, describe_exception(exc) + " (in reset)", exc)
-        obs, fault = encode_checked(self.encode, _rows(raw), 1)
-        if fault is not None:
-            return await self._replace(i, fault + " (in reset)")
+        obs, what, cause = await self._reset_checked(i, None)
+        if what is not None or obs is None:
+            return await self._replace(i, what or "no observation", cause)
         self._staged += self.recorder.reset(i, obs)
         return obs
 
@@ -325,35 +339,50 @@ def _rows(raw):
 
 
 async def evaluate_async_envs(make_env: Callable[[], Any], policy: Predictor, encoder: ObsEncoder,
-                              episodes: int, seed: int, *, max_steps: int = 0, step_timeout: float = 0.0,
-                              on_fault: Callable[[str], None] | None = None) -> list[float]:
-    """Returns of ``episodes`` fresh episodes without epsilon, each on its own env, played concurrently.
-    An episode is cut off after ``max_steps`` steps (0: never); one whose env faults (raises, times out,
-    unusable numbers) is left out and reported to ``on_fault``."""
+                              episodes: int, seed: int, returns: list[float], *, max_steps: int = 0,
+                              step_timeout: float = 0.0, on_fault: Callable[[str], None] | None = None) -> None:
+    """Play ``episodes`` fresh episodes without epsilon, each on its own env, concurrently, appending each
+    return as its episode ends (a cancelled evaluation keeps those). An episode is cut off after
+    ``max_steps`` steps (0: never). One whose env faults (raises, times out, unusable numbers) is left
+    out and reported to ``on_fault`` (without it, the fault is raised); errors of the policy are raised."""
 
-    async def episode(j: int) -> float | None:
+    async def env_call(env, awaitable, what: str):
+        try:
+            raw, *rest = await bounded(awaitable, step_timeout)
+            obs, fault = encode_checked(encoder, _rows(raw), 1)
+            rest = [float(rest[0]), bool(rest[1] or rest[2])] if rest[1:] else rest
+        except Exception as exc:
+            raise _EpisodeFault(f"{what}: {describe_exception(exc)}") from exc
+        if fault is not None:
+            raise _EpisodeFault(f"{what}: {fault}")
+        return obs, rest
+
+    async def episode(j: int) -> None:
         env = make_env()
         try:
-            raw, _ = await bounded(env.reset(seed=seed + j), step_timeout)
+            obs, _ = await env_call(env, env.reset(seed=seed + j), f"evaluation episode {j}, reset")
             total, done, steps = 0.0, False, 0
             while not done and not (max_steps and steps >= max_steps):
-                obs, fault = encode_checked(encoder, _rows(raw), 1)
-                if fault is not None:
-                    raise ValueError(fault)
                 action, _, _ = await policy.choose(obs, 0.0)
-                raw, reward, terminated, truncated, _ = await bounded(env.step(policy.actions.to_env(action)),
-                                                                      step_timeout)
-                total += float(reward)
+                obs, (reward, done) = await env_call(env, env.step(policy.actions.to_env(action)),
+                                                     f"evaluation episode {j}, step {steps}")
+                total += reward
                 steps += 1
-                done = bool(terminated or truncated)
-            return total
-        except Exception as exc:
+            returns.append(total)
+        except _EpisodeFault as fault:
             if on_fault is None:
-                raise
-            on_fault(f"evaluation episode {j}: {describe_exception(exc)}")
-            return None
+                raise EnvFault(str(fault)) from fault.__cause__
+            on_fault(str(fault))
         finally:
             await close_env(env, step_timeout)
 
-    returns = await asyncio.gather(*(episode(j) for j in range(episodes)))
-    return [r for r in returns if r is not None]
+    try:
+        async with asyncio.TaskGroup() as tg:  # a failure cancels the other episodes
+            for j in range(episodes):
+                tg.create_task(episode(j))
+    except BaseExceptionGroup as group:
+        raise group.exceptions[0] from None
+
+
+class _EpisodeFault(Exception):
+    """An evaluation episode's environment faulted; the message says where and how."""

@@ -83,15 +83,22 @@ class GymEnvs:
         cancelled = threading.Event()
 
         def work() -> None:
-            for _ in play(predictor.model, self.env_id, episodes, self.env_kwargs, seed, False, 128, returns,
-                          max_steps=max_steps, spec=self.spec):
-                if cancelled.is_set():
-                    return
+            steps = play(predictor.model, self.env_id, episodes, self.env_kwargs, seed, False, 128, returns,
+                         max_steps=max_steps, spec=self.spec)
+            try:
+                for _ in steps:
+                    if cancelled.is_set():
+                        return
+            finally:
+                steps.close()  # a stopped evaluation appends the episodes that ended
 
+        thread = asyncio.ensure_future(asyncio.to_thread(work))
         try:
-            await asyncio.to_thread(work)
+            await asyncio.shield(thread)
         finally:
             cancelled.set()
+            if not thread.done():  # cancelled: the thread stops after its current step; wait for it
+                await asyncio.wait([thread])
 
 
 class AsyncEnvFactory:
@@ -125,5 +132,5 @@ class AsyncEnvFactory:
     async def evaluate(self, predictor: Predictor, episodes: int, seed: int, returns: list[float], *,
                        max_steps: int, step_timeout: float, on_fault: Callable[[str], None]) -> None:
         assert self.spec is not None
-        returns += await evaluate_async_envs(self.factory, predictor, ObsEncoder(self.spec), episodes, seed,
-                                             max_steps=max_steps, step_timeout=step_timeout, on_fault=on_fault)
+        await evaluate_async_envs(self.factory, predictor, ObsEncoder(self.spec), episodes, seed, returns,
+                                  max_steps=max_steps, step_timeout=step_timeout, on_fault=on_fault)

@@ -108,9 +108,11 @@ class ProcessLearner:
 
     async def start(self) -> None:
         """Start the worker and build the network there (about a second: it imports torch)."""
+        # A session of its own: a terminal's Ctrl-C or a SIGTERM to the host's process group is the host's to
+        # handle (it closes our pipe); it must not kill the worker behind its back.
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "asynca3c.runtime.learner_worker",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True)
         self.pid = self._proc.pid
         self._reader = asyncio.get_running_loop().create_task(self._read_replies(), name="asynca3c-learner-io")
         try:
@@ -139,12 +141,13 @@ class ProcessLearner:
             raise LearnerDied(self._dead.how)
         if self._proc is None:
             raise LearnerError("the learner is closed")
+        frame = encode_frame((op, arg))  # before the reply slot: a request that cannot be pickled takes none
         fut = asyncio.get_running_loop().create_future()
         self._pending.append(fut)
         # Started with a stdin pipe; closed only after the run's last request.
         assert self._proc.stdin is not None
         try:
-            self._proc.stdin.write(encode_frame((op, arg)))
+            self._proc.stdin.write(frame)
             await self._proc.stdin.drain()
         except (ConnectionError, RuntimeError):  # the pipe broke: the reader task reports how it died
             pass
@@ -259,12 +262,14 @@ class RestartingLearner:
         return reply
 
     async def _call(self, op: str, arg):
-        worker = self._worker
-        try:
-            return await worker._request(op, arg)
-        except LearnerDied as died:
-            await self._restart(worker, died)
-            return await self._worker._request(op, arg)  # once more, on the new worker
+        """The request, on whichever worker is alive: a death restarts it (until ``_restart`` gives up)
+        and the request is sent again."""
+        while True:
+            worker = self._worker
+            try:
+                return await worker._request(op, arg)
+            except LearnerDied as died:
+                await self._restart(worker, died)
 
     async def _restart(self, dead: ProcessLearner, died: LearnerDied) -> None:
         async with self._lock:
@@ -279,13 +284,17 @@ class RestartingLearner:
                 raise LearnerError(f"the learner process died ({died.how}) {len(recent) + 1} times within "
                                    f"{self.WINDOW / 60:.0f} minutes; stopped after {len(recent)} restarts "
                                    f"(max_learner_restarts={self.max_restarts})")
+            new = ProcessLearner(self._spec)
+            try:
+                await new.start()
+                held = self._held
+                if held is not None:  # versions go on from the newest one published, so the acting copy follows
+                    await new.load({**held, "version": max(self._version, int(held["version"]))})
+            except BaseException:  # cancelled or failed half-way: the new process must not outlive us
+                await new.aclose()
+                raise
             recent.append(now)
             self._on_restart()
-            new = ProcessLearner(self._spec)
-            await new.start()
-            held = self._held
-            if held is not None:  # versions go on from the newest one published, so the acting copy follows
-                await new.load({**held, "version": max(self._version, int(held["version"]))})
             self._worker = new
 
     async def aclose(self) -> None:

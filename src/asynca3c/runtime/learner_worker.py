@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
 import traceback
 from typing import BinaryIO
@@ -61,6 +62,9 @@ def _portable(exc: Exception) -> Exception:
 
 
 def main() -> None:
+    # A terminal's Ctrl-C reaches the whole process group: the parent decides what stopping means and
+    # closes our stdin; a KeyboardInterrupt here would be a death it has to restart from.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     sys.stdout = sys.stderr  # stray prints must not corrupt the frames
     serve(sys.stdin.buffer, out)

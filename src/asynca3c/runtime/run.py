@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import math
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from asynca3c.core.evaluation import EvalResult
 from asynca3c.core.messages import MetricsRow
 from asynca3c.core.model import ActorCritic
 from asynca3c.core.rewards import NoveltyBonus, TrainingReward
+from asynca3c.errors import Asynca3cError, EnvFault, LearnerError
 from asynca3c.outputs import checkpoint
 from asynca3c.outputs.run_dir import RunDirectory
 from asynca3c.runtime.agent import Agent, EpsilonSchedule, Outbox, SegmentAgent
@@ -87,17 +89,35 @@ class StopRequest:
         self.reason = "budget"
         self.ended = False
         self.cut_short = asyncio.Event()
+        self._late = False  # asked again while the run was still draining
 
     def __call__(self, reason: str = "requested") -> None:
+        """A request from outside (a host, a signal): a second one also cuts the evaluation short."""
         if not self.event.is_set():
             self.reason = reason
             self.event.set()
         elif self.ended:
             self.cut_short.set()
+        else:
+            self._late = True
+
+    def reached(self, reason: str) -> None:
+        """The run's own end (its budget, solved): the first reason wins, repeats change nothing."""
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+
+    def end_training(self) -> None:
+        """Training is over; a request made since the first one (during the drain) cuts the evaluation."""
+        self.ended = True
+        if self._late:
+            self.cut_short.set()
 
 
 #: Seconds between fetches of the learner's state, which a restarted learner process starts from.
 HOLD_EVERY = 10.0
+#: Longest wait for the learner's state when saving (a learner restart takes a few seconds).
+SAVE_TIMEOUT = 60.0
 
 
 def first_error(group: BaseExceptionGroup) -> BaseException | None:
@@ -143,7 +163,7 @@ class TrainingRun:
             checkpoint.load_weights(model, resume["model"])
         self.predictor = Predictor(copy.deepcopy(model), self.actions, seed=cfg.seed + 7)
         self.progress = Progress(cfg.solve_window, threshold,
-                                 on_solved=(lambda: stop("solved")) if cfg.until_solved else None)
+                                 on_solved=(lambda: stop.reached("solved")) if cfg.until_solved else None)
         self.learner: LearnerClient = make_learner(model, cfg, device, on_restart=self._count_restart)
         self.queue: asyncio.Queue = asyncio.Queue(cfg.queue_size)
         restart = cfg.env_faults == "restart" or (cfg.env_faults == "auto" and source.restarts_by_default)
@@ -152,11 +172,14 @@ class TrainingRun:
             self.progress.restore(resume["counters"])
             self.predictor.version = int(resume["version"])
         self.agents: list[Agent | SegmentAgent | AsyncEnvAgents] = []
+        self._save_lock = threading.Lock()
 
     async def start(self) -> None:
         """Start the learner (outside the clock: a worker process imports torch) and make the agents.
         On failure the caller's ``aclose`` releases what was made."""
         resume = self.resume
+        if self.config.torch_threads:  # torch's thread count is per thread: the loop's forward passes too
+            torch.set_num_threads(self.config.torch_threads)
         await self.learner.start()
         if resume is not None:
             await self.learner.load({k: resume[k] for k in ("model", "optimizer", "version")})
@@ -208,11 +231,15 @@ class TrainingRun:
                 raise
             await self._rescue(error)
             raise error from None
-        self.stop.ended = True
+        self.stop.end_training()
         row = self._emit()
         state = None
         if self.run_dir is not None:  # before the final evaluation: a SIGTERM grace period is short
-            state = await self._save_checkpoint()
+            try:
+                state = await self._save_checkpoint()
+            except Exception as error:  # the learner died for good, or the disk is full: save what we can
+                await self._rescue(error)
+                raise
         result = TrainResult(
             env=cfg.env, seed=cfg.seed, device=str(self.device), seconds=seconds,
             env_steps=progress.env_steps, steps_per_second=progress.env_steps / seconds if seconds else 0.0,
@@ -261,6 +288,10 @@ class TrainingRun:
                 play.cancel()
                 await asyncio.wait([play])
         error = None if play.cancelled() else play.exception()
+        if isinstance(error, EnvFault):  # the policy already counted it and said to stop
+            raise error
+        if isinstance(error, Asynca3cError):  # the predictor or learner failed, not an environment
+            raise error
         if error is not None:
             self.faults.record("the final evaluation", describe_exception(error), error)
         return returns
@@ -289,7 +320,7 @@ class TrainingRun:
     async def _act(self, agent: Agent | SegmentAgent | AsyncEnvAgents) -> None:
         await agent.run()
         if self.config.deterministic:  # its agent stopped at the step budget: the run ends there
-            self.stop("steps")
+            self.stop.reached("steps")
 
     def _update_task(self):
         cfg = self.config
@@ -334,9 +365,9 @@ class TrainingRun:
             await asyncio.sleep(min(0.02, cfg.log_interval))
             t = progress.elapsed()
             if cfg.seconds and t >= cfg.seconds:
-                self.stop("seconds")
+                self.stop.reached("seconds")
             if cfg.steps and progress.env_steps >= cfg.steps:
-                self.stop("steps")
+                self.stop.reached("steps")
             if t >= next_report:
                 next_report += cfg.log_interval
                 self._emit()
@@ -367,7 +398,11 @@ class TrainingRun:
         returns the learner state it saved (fetched now unless given)."""
         assert self.run_dir is not None
         if state is None:
-            state = await self.learner.state()
+            try:
+                async with asyncio.timeout(SAVE_TIMEOUT):  # a learner restart takes seconds; a hang, forever
+                    state = await self.learner.state()
+            except TimeoutError:
+                raise LearnerError(f"the learner did not hand over its state within {SAVE_TIMEOUT:.0f} s") from None
             if (hold := getattr(self.learner, "hold", None)) is not None:
                 hold(state)
         payload = {
@@ -378,8 +413,14 @@ class TrainingRun:
         }
         if self.novelty is not None:
             payload["novelty_counts"] = torch.from_numpy(self.novelty.state())
-        await asyncio.to_thread(checkpoint.save, self.run_dir.path / checkpoint.CHECKPOINT_FILE, payload)
+        await asyncio.to_thread(self._write_checkpoint, self.run_dir.path / checkpoint.CHECKPOINT_FILE, payload)
         return state
+
+    def _write_checkpoint(self, path, payload: dict) -> None:
+        """One save at a time: a cancelled periodic save may still be writing in its thread when the final
+        one starts, and must neither have its temporary file removed nor land after the newer state."""
+        with self._save_lock:
+            checkpoint.save(path, payload)
 
     def _rng_agents(self) -> list[Agent]:
         """The agents that draw their own random numbers (async-env groups draw through the predictor)."""

@@ -158,6 +158,8 @@ class Trainer:
         if cfg.until_solved and self.threshold is None:
             raise ConfigError(f"until_solved needs a reward threshold: {cfg.env!r} has none in its "
                               "spec; set reward_threshold")
+        if self.run_dir is not None and self._overwrite:  # only now that the new run has passed every check
+            await asyncio.to_thread(self.run_dir.clear)
         loop = asyncio.get_running_loop()
         self._host = asyncio.current_task()
         try:
@@ -341,6 +343,8 @@ class Trainer:
 
 
 def train(config: Config, *, run_dir: str | os.PathLike | None = None,
-          on_progress: Callable[[MetricsRow], None] | None = None) -> TrainResult:
-    """Train from a script: a Trainer on a private uvloop loop; returns its result."""
-    return run_on_uvloop(Trainer(config, run_dir=run_dir, on_progress=on_progress).run())
+          on_progress: Callable[[MetricsRow], None] | None = None,
+          resume_from: str | os.PathLike | dict | None = None, overwrite: bool = False) -> TrainResult:
+    """Train from a script: a Trainer on a private uvloop loop; returns its result (arguments as Trainer's)."""
+    return run_on_uvloop(Trainer(config, run_dir=run_dir, on_progress=on_progress, resume_from=resume_from,
+                                 overwrite=overwrite).run())
