@@ -235,7 +235,10 @@ def drive(args) -> dict:
         "minutes": args.minutes, "wall_seconds": time.monotonic() - t_start, "fault_rate_per_step": args.rate,
         "learner_kills": kills, "sigterm_resumes": terms, "exits": exits,
         "rss_slope_mb_per_hour": {name: slope_mb_per_hour(s, args.warmup) for name, s in lives.items()},
+        "rss_slope_second_half_mb_per_hour": {name: slope_mb_per_hour(s, (s[-1][0] - s[0][0]) / 2)
+                                              for name, s in lives.items()},
         "rss_mb_first_last": {name: (s[0][1], s[-1][1]) for name, s in lives.items()},
+        "rss_samples": {name: [(round(t, 1), round(v, 2)) for t, v in s] for name, s in lives.items()},
         "fds_first_last": {name: (v[0], v[-1]) for name, v in fds.items()},
         "dev_shm_first_last": (shm[0], shm[-1]),
         "faults_injected": injected_total, "faults_injected_total": sum(injected_total.values()),
@@ -254,7 +257,7 @@ def main(argv=None) -> int:
     p.add_argument("--term-every", type=float, default=600.0, help="seconds between SIGTERM/resume cycles")
     p.add_argument("--rate", type=float, default=2e-5, help="fault probability per env step")
     p.add_argument("--sample-every", type=float, default=2.0)
-    p.add_argument("--warmup", type=float, default=60.0, help="seconds of each process life left out of its slope")
+    p.add_argument("--warmup", type=float, default=120.0, help="seconds of each process life left out of its slope")
     p.add_argument("--out", default=str(HERE / "results" / "soak"))
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--budget", type=float, default=0.0, help=argparse.SUPPRESS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import gymnasium as gym
@@ -11,7 +12,8 @@ from asynca3c.core import model as model_module
 from asynca3c.outputs import checkpoint
 
 
-def test_blocking_setup_saving_and_evaluation_run_off_the_loop(run_on, monkeypatch, tmp_path):
+def test_blocking_setup_saving_and_evaluation_run_off_the_loop(monkeypatch, tmp_path):
+    """Where the work runs does not depend on the loop's kind (bench/bench_host_lag.py times both)."""
     calls: list[tuple[str, bool]] = []  # (what, ran on the loop's thread)
 
     def spy(name, fn):
@@ -33,7 +35,7 @@ def test_blocking_setup_saving_and_evaluation_run_off_the_loop(run_on, monkeypat
         assert calls == []
         return await trainer.run(seconds=1)
 
-    result = run_on(main())
+    result = asyncio.run(main())
     assert result.eval_episodes == 3
     names = {name for name, _ in calls}
     assert {"gym.make", "gym.make_vec", "ActorCritic", "checkpoint.save"} <= names, names
