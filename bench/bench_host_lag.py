@@ -62,6 +62,11 @@ async def measure(seconds: float, interval: float, save_every: float, run_dir: P
     return out
 
 
+def _worst(m: dict, phase: str) -> str:
+    """A phase's worst lag; '-' for a phase shorter than one heartbeat (no sample)."""
+    return f"{m[phase]['max']:.1f}" if phase in m else "-"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=6.0, help="seconds of training (default: 6)")
@@ -83,9 +88,8 @@ def main(argv=None) -> int:
             phase_max = max(m[ph]["max"] for ph in PHASES if ph in m)
             worst = max(worst, phase_max)
             ok = phase_max <= TARGET_MAX_MS and m["train"]["p99"] <= TARGET_TRAIN_P99_MS
-            cells = " | ".join(f"{m[ph]['max']:.1f}" if ph in m else "-" for ph in ("start",))
-            print(f"| {name} | {r + 1} | {cells} | {m['train']['p99']:.2f} / {m['train']['max']:.1f} | "
-                  f"{m['stop']['max']:.1f} | {m.get('close', {'max': 0.0})['max']:.1f} | "
+            print(f"| {name} | {r + 1} | {_worst(m, 'start')} | {m['train']['p99']:.2f} / {m['train']['max']:.1f} | "
+                  f"{_worst(m, 'stop')} | {_worst(m, 'close')} | "
                   f"{m['trainer_p99']:.2f} / {m['trainer_max']:.1f} | {m['steps_per_second']:,.0f} | "
                   f"{'hold' if ok else 'MISSED'} |", flush=True)
     print(f"\nworst lag at any moment of any run: {worst:.1f} ms (target <= {TARGET_MAX_MS:g} ms)")
