@@ -63,7 +63,7 @@ def test_training_reward_scales_then_adds_the_bonus():
     np.testing.assert_allclose(plain(np.array([-1.0, 2.0]), np.zeros((2, 1))), [-0.5, 1.0])
     shaped = TrainingReward(0.01, NoveltyBonus([0.0], [1.0], bins=2, beta=0.1))
     np.testing.assert_allclose(shaped(np.array([-1.0, -1.0]), np.array([[0.1], [0.9]])), [0.09, 0.09])
-    assert shaped.one(-1.0, np.array([[0.1]])) == pytest.approx(-0.01 + 0.1 / np.sqrt(2))
+    assert shaped(np.array([-1.0]), np.array([[0.1]]))[0] == pytest.approx(-0.01 + 0.1 / np.sqrt(2))
 
 
 @pytest.mark.parametrize("field, value", [("novelty_bonus", -0.1), ("novelty_bins", 0)])

@@ -88,10 +88,3 @@ class TrainingReward:
         if self.bonus is not None:
             reward = reward + self.bonus(next_obs)
         return reward
-
-    def one(self, reward: float, next_obs: np.ndarray) -> float:
-        """The same for a single step (``next_obs``: one encoded row)."""
-        reward *= self.scale
-        if self.bonus is not None:
-            reward += float(self.bonus(next_obs)[0])
-        return reward

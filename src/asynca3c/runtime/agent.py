@@ -23,7 +23,7 @@ from asynca3c.core.messages import SampleBatch, Segment
 from asynca3c.core.returns import NStepKernel
 from asynca3c.core.rewards import TrainingReward
 from asynca3c.errors import EnvFault
-from asynca3c.runtime.faults import FaultPolicy, describe_exception, encode_checked, reward_fault
+from asynca3c.runtime.faults import FaultPolicy, checked_reward, describe_exception, encode_checked
 from asynca3c.runtime.progress import Progress
 
 
@@ -98,21 +98,19 @@ class _VectorAgent:
                 eps = self.epsilon(self.progress.env_steps)
                 actions, logp = self.actions.choose(params, eps, self.rng)
                 live = ~resetting
+                cause: Exception | None = None
                 try:
                     raw, rew, term, trunc, _ = self.envs.step(self.actions.to_env(actions))
                     rew = np.asarray(rew, dtype=np.float64).reshape(V)
                     term = np.asarray(term, dtype=bool).reshape(V)
                     trunc = np.asarray(trunc, dtype=bool).reshape(V)
                     next_obs, fault = encode_checked(self.encode, raw, V)
+                    if fault is None:
+                        trained, fault = checked_reward(rew, live, self.reward, next_obs)
                 except Exception as exc:  # the env's own error, or what it returned: a fault
-                    obs = await self._replace(describe_exception(exc), exc)
-                    resetting[:], explored[:], ep_ret[:], ep_len[:] = False, False, 0.0, 0
-                    continue
-                fault = fault or reward_fault(rew[live])
-                trained = self.reward(rew, next_obs) if fault is None else rew
-                fault = fault or reward_fault(trained[live], "once scaled")
+                    fault, cause = describe_exception(exc), exc
                 if fault is not None:
-                    obs = await self._replace(fault)
+                    obs = await self._replace(fault, cause)
                     resetting[:], explored[:], ep_ret[:], ep_len[:] = False, False, 0.0, 0
                     continue
                 obs = next_obs
@@ -184,13 +182,13 @@ class _VectorAgent:
         """One step of every env (``live``: not an autoreset step); a message to ship, if one is complete."""
         raise NotImplementedError
 
+
 class Agent(_VectorAgent):
     """n-step samples from the compiled kernel: rings hold each env's last n+1 steps."""
 
     def __init__(self, *, n_step: int, gamma: float, **kw):
         super().__init__(**kw)
-        self.n_step, self.gamma = n_step, gamma
-        self.kernel = NStepKernel(self.num_envs, n_step, gamma)
+        self.n_step, self.gamma = n_step, gamma  # the kernel is made by _begin, at every (re)start
 
     def _begin(self, obs: np.ndarray) -> None:
         """Fresh rings and kernel: after a fault the windows of the replaced envs are dropped."""

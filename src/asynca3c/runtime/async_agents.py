@@ -35,9 +35,11 @@ from asynca3c.core.returns import NStepKernel
 from asynca3c.core.rewards import TrainingReward
 from asynca3c.errors import EnvFault
 from asynca3c.runtime.agent import EpsilonSchedule
-from asynca3c.runtime.faults import FaultPolicy, describe_exception, encode_checked, reward_fault
+from asynca3c.runtime.faults import FaultPolicy, checked_reward, describe_exception, encode_checked
 from asynca3c.runtime.predictor import Predictor
 from asynca3c.runtime.progress import Progress
+
+_ONE = np.ones(1, dtype=bool)  # a single env's step is always live
 
 #: Longest wait for async steps in flight once a run stops (env_step_timeout when shorter); then they are
 #: cancelled and their transitions dropped.
@@ -291,20 +293,19 @@ class AsyncEnvAgents:
             eps = self.epsilon(progress.env_steps)
             explored |= eps > 0
             action, logp, version = await self.policy.choose(obs, eps)
+            cause: Exception | None = None
             try:
                 raw, reward, terminated, truncated, _ = await bounded(
                     self.envs.envs[i].step(self.policy.actions.to_env(action)), timeout)
                 reward, terminated, truncated = float(reward), bool(terminated), bool(truncated)
                 next_obs, fault = encode_checked(self.encode, _rows(raw), 1)
+                if fault is None:
+                    scaled, fault = checked_reward(np.array([reward]), _ONE, self.reward, next_obs)
+                    trained = float(scaled[0])
             except Exception as exc:  # the env's own error, its timeout, or what it returned: a fault
-                obs = await self._replace(i, describe_exception(exc), exc)
-                ep_ret, ep_len, explored = 0.0, 0, False
-                continue
-            fault = fault or reward_fault(np.array([reward]))
-            trained = self.reward.one(reward, next_obs) if fault is None else reward
-            fault = fault or reward_fault(np.array([trained]), "once scaled")
+                fault, cause = describe_exception(exc), exc
             if fault is not None:
-                obs = await self._replace(i, fault)
+                obs = await self._replace(i, fault, cause)
                 ep_ret, ep_len, explored = 0.0, 0, False
                 continue
             self._staged += rec.step(i, obs, action, logp, version, trained, terminated, truncated, next_obs)

@@ -17,6 +17,7 @@ from collections import deque
 import numpy as np
 
 from asynca3c.core.envs import ObsEncoder
+from asynca3c.core.rewards import TrainingReward
 from asynca3c.errors import EnvFault
 from asynca3c.runtime.progress import Progress
 
@@ -56,6 +57,17 @@ def reward_fault(rewards: np.ndarray, how: str = "") -> str | None:
     bad = float(rewards.reshape(-1)[int(np.argmin(ok))])
     kind = "non-finite" if not np.isfinite(bad) else "float32-overflowing"
     return f"a {kind} reward{' ' + how if how else ''} ({bad!r})"
+
+
+def checked_reward(raw: np.ndarray, live: np.ndarray, reward: TrainingReward, next_obs: np.ndarray
+                   ) -> tuple[np.ndarray, str | None]:
+    """The reward to learn from (``reward(raw, next_obs)``: scaled, with any bonus) and why the step may
+    not be trained on (None: fine): the raw reward of a live env, or its scaled value, is unusable."""
+    fault = reward_fault(raw[live])
+    if fault is not None:
+        return raw, fault
+    trained = reward(raw, next_obs)
+    return trained, reward_fault(trained[live], "once scaled")
 
 
 def describe_exception(exc: BaseException) -> str:
