@@ -32,7 +32,7 @@ from asynca3c.core.evaluation import EvalResult
 from asynca3c.core.messages import MetricsRow
 from asynca3c.core.model import ActorCritic
 from asynca3c.core.rewards import NoveltyBonus, TrainingReward
-from asynca3c.errors import Asynca3cError, EnvFault, LearnerError
+from asynca3c.errors import Asynca3cError, LearnerError
 from asynca3c.outputs import checkpoint
 from asynca3c.outputs.run_dir import RunDirectory
 from asynca3c.runtime.agent import Agent, EpsilonSchedule, Outbox, SegmentAgent
@@ -288,9 +288,7 @@ class TrainingRun:
                 play.cancel()
                 await asyncio.wait([play])
         error = None if play.cancelled() else play.exception()
-        if isinstance(error, EnvFault):  # the policy already counted it and said to stop
-            raise error
-        if isinstance(error, Asynca3cError):  # the predictor or learner failed, not an environment
+        if isinstance(error, Asynca3cError):  # an EnvFault the policy already counted, or the predictor failed
             raise error
         if error is not None:
             self.faults.record("the final evaluation", describe_exception(error), error)
