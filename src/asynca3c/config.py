@@ -49,6 +49,9 @@ class Config:
     # --- environment
     env: str = _f("CartPole-v1", "gymnasium environment id")
     env_kwargs: dict = _f(dict, "keyword arguments for gym.make, as JSON (e.g. '{\"max_episode_steps\": 200}')")
+    env_wrapper: str = _f("", "a named observation wrapper applied to every environment of the run: "
+                              "'mask-velocity' keeps CartPole's cart position and pole angle and drops both "
+                              "velocities, a memory task a feed-forward policy cannot solve ('': none)")
     seed: int = _f(0, "random seed for torch, numpy and the environments")
     # --- agents
     agents: int = _f(2, "agent coroutines that explore (each steps its own vector of environments)")
@@ -110,6 +113,15 @@ class Config:
     hidden: tuple = _f((64,), "sizes of the shared hidden layers (comma-separated)")
     normalize_obs: bool = _f(False, "map observation dimensions with finite Box bounds onto [-1, 1] inside "
                                     "the network")
+    running_obs_norm: bool = _f(False, "normalize observation dimensions (those without finite bounds when "
+                                       "normalize_obs is on, else all) by a running mean and variance, clipped "
+                                       "to +-10: kept by the learner from the batches it trains on, shipped "
+                                       "with the weights, saved in checkpoints (for MuJoCo's infinite bounds)")
+    recurrent: str = _f("", "a recurrent core after the hidden layers: 'lstm' or 'gru' ('': feed-forward); "
+                            "needs algorithm='vtrace' (the state travels with each segment)")
+    core_size: int = _f(64, "width of the recurrent core's state (an LSTM holds two of these)")
+    log_std_init: float = _f(0.0, "Box actions: the Gaussian's initial log standard deviation in the normalized "
+                                  "action box (learned from there, held within [-5, 2])")
     # --- machinery
     device: str = _f("auto", "where minimize steps run: auto, cpu or cuda")
     torch_threads: int = _f(1, "torch intra-op threads (0: leave torch's setting alone)")
@@ -156,6 +168,7 @@ class Config:
 
         need(isinstance(self.env, str) and self.env, "env", "a gymnasium environment id")
         need(isinstance(self.env_kwargs, dict), "env_kwargs", "a mapping of keyword arguments")
+        need(self.env_wrapper in ("", *ENV_WRAPPERS), "env_wrapper", f"'' (none) or {', '.join(ENV_WRAPPERS)}")
         steps = self.env_kwargs.get("max_episode_steps")
         need(steps is None or (_int(steps) and 1 <= steps <= MAX_STEPS_PER_EPISODE), "env_kwargs",
              f"max_episode_steps must be an integer in [1, {MAX_STEPS_PER_EPISODE}] (or absent)")
@@ -186,6 +199,9 @@ class Config:
         need(self.algorithm in ("nstep", "vtrace"), "algorithm", "nstep or vtrace")
         need(self.optimizer in ("rmsprop", "adam"), "optimizer", "rmsprop or adam")
         need(self.env_faults in ("auto", "fail", "restart"), "env_faults", "auto, fail or restart")
+        need(self.recurrent in ("", "lstm", "gru"), "recurrent", "'', lstm or gru")
+        need(not self.recurrent or self.algorithm == "vtrace", "recurrent",
+             "only with algorithm='vtrace' (n-step windows carry no recurrent state)")
         need(self.minibatches <= self.batch_envs, "minibatches", f"an integer <= batch_envs ({self.batch_envs})")
         need(_num(self.clip_ratio) and 0 <= self.clip_ratio < 1, "clip_ratio", "a number in [0, 1)")
         for name in ("rho_bar", "c_bar"):
@@ -271,6 +287,8 @@ def _int(x) -> bool:
 MAX_COUNT = 1_000_000  # environments, episodes, queued messages
 MAX_STEPS = 10**15  # step budgets
 MAX_STEPS_PER_EPISODE = 10**9  # env_kwargs' max_episode_steps
+#: Names env_wrapper allows; asynca3c.core.wrappers says what each does (the config layer imports no gymnasium).
+ENV_WRAPPERS = ("mask-velocity",)
 INT_RANGES: dict[str, tuple[int, int]] = {
     "agents": (1, 1_024),
     "envs_per_agent": (1, MAX_COUNT),
@@ -290,6 +308,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "torch_threads": (0, 1_024),
     "max_env_faults_per_minute": (0, MAX_COUNT),
     "max_learner_restarts": (0, 10_000),
+    "core_size": (1, 16_384),
     "eval_max_episode_steps": (1, MAX_STEPS_PER_EPISODE),
     "steps": (0, MAX_STEPS),
     "solve_window": (1, MAX_COUNT),
@@ -304,6 +323,7 @@ NUMBER_RANGES: dict[str, tuple[float, bool, float, str]] = {
     "value_coef": (0, False, 1e6, "1e6"),
     "entropy_coef": (0, False, 1e6, "1e6"),
     "max_grad_norm": (0, False, 1e6, "1e6"),
+    "log_std_init": (-5.0, False, 2.0, "2"),
     "env_step_timeout": (0, False, 1e9, "1e9"),
     "seconds": (0, False, 1e9, "1e9"),
     "save_every": (0, False, 1e9, "1e9"),

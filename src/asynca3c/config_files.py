@@ -11,7 +11,9 @@ for several environments live in one file and the env id picks its table::
     hidden = [16]
 
 Precedence, lowest first: Config defaults < preset < the file's ``default``
-table < the file's table for the env id < command-line flags. Without a
+table < the file's table for the env id < its table for the env id with an
+observation wrapper (``["CartPole-v1+mask-velocity"]``, when ``env_wrapper``
+names it) < command-line flags. Without a
 ``--config`` file, the ``default`` preset uses the settings shipped with the
 package (``hyperparams.toml``); the ``seed`` preset is the article's constants
 and stays as it is.
@@ -87,9 +89,12 @@ def layers(base_preset: str, flags: dict[str, Any], path: str | Path | None = No
         name, settings = "", {}
     default = settings.get("default", {})
     env = flags.get("env") or default.get("env") or start.env
+    wrapper = flags.get("env_wrapper") or settings.get(env, {}).get("env_wrapper") or default.get("env_wrapper")
+    wrapped = [(f"{name} [{env}+{wrapper}]", settings[f"{env}+{wrapper}"])] if f"{env}+{wrapper}" in settings else []
     return [(f"preset {base_preset}", PRESETS[base_preset]),
             (f"{name} [default]", default),
             (f"{name} [{env}]", settings.get(env, {})),
+            *wrapped,
             ("command line", flags)]
 
 

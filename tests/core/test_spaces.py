@@ -161,3 +161,54 @@ def test_normalize_obs_maps_finite_box_bounds_onto_minus_one_to_one():
         return center
 
     torch.testing.assert_close(asyncio.run(main()), torch.tensor([-0.3, 0.0]))
+
+
+def test_a_six_dimensional_gaussian_matches_torch_and_keeps_its_log_std_in_bounds():
+    """HalfCheetah's width: log-density of the unclipped sample and entropy against torch.distributions on
+    random inputs, with a log-std pushed far outside [LOG_STD_MIN, LOG_STD_MAX] held at the bounds."""
+    from asynca3c.core.model import LOG_STD_MAX, LOG_STD_MIN
+    torch.manual_seed(3)
+    model = ActorCritic(17, 6, (16,), continuous=True)
+    with torch.no_grad():
+        model.log_std.copy_(torch.tensor([-40.0, 30.0, -1.0, 0.0, 0.7, -4.9]))
+    obs, actions = torch.randn(64, 17), 3 * torch.randn(64, 6)  # many samples outside the box: not clipped
+    out, _ = model(obs)
+    log_std = out[:, 6:]
+    torch.testing.assert_close(log_std[0], torch.tensor([LOG_STD_MIN, LOG_STD_MAX, -1.0, 0.0, 0.7, -4.9]))
+    logp, entropy = model.log_prob_entropy(out, actions)
+    normal = torch.distributions.Normal(out[:, :6], log_std.exp())
+    torch.testing.assert_close(logp, normal.log_prob(actions).sum(-1))
+    torch.testing.assert_close(entropy, normal.entropy().sum(-1))
+    acts = GaussianActions(np.full(6, -0.4), np.full(6, 0.4))  # Hopper-like bounds
+    sampled, _ = acts.choose(model.action_params(out).detach().numpy(), 0.1, np.random.default_rng(0))
+    env_actions = acts.to_env(sampled)
+    assert np.abs(sampled).max() > 1 and env_actions.min() >= -0.4 and env_actions.max() <= 0.4
+
+
+class ReachEnv(gym.Env):
+    """One step: the observation is a target in [-0.8, 0.8]^2, the reward minus the squared distance of
+    the action (in a box [-2, 2]^2) from twice the target. A policy that ignores the target gets at most
+    -1.71 on average (the best constant action, 0)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.target = self.np_random.uniform(-0.8, 0.8, 2).astype(np.float32)
+        return self.target.copy(), {}
+
+    def step(self, action):
+        reward = -float(((np.asarray(action) - 2 * self.target) ** 2).sum())
+        return np.zeros(2, np.float32), reward, True, False, {}
+
+
+gym.register("asynca3c-test/Reach-v0", entry_point=ReachEnv)
+
+
+def test_a_two_dimensional_continuous_task_is_learned():
+    from asynca3c import train
+    result = train(Config(env="asynca3c-test/Reach-v0", deterministic=True, agents=1, envs_per_agent=32,
+                          eval_envs=0, batch_envs=32, segment_length=8, seconds=0, steps=20_000,
+                          final_eval_episodes=100, reward_scale=1.0, hidden=(32,), lr=0.01, log_interval=0.5))
+    assert result.eval_mean_return >= -0.1, result.eval_mean_return  # ignoring the target: <= -1.71

@@ -338,7 +338,7 @@ class _Policy:
     async def choose(self, obs, eps):
         if self.fail:
             raise LearnerError("the network gave non-finite action parameters")
-        return 0, 0.0, 0
+        return 0, 0.0, 0, None
 
 
 def test_evaluation_faults_are_counted_once_per_episode_and_policy_errors_are_raised():

@@ -19,6 +19,8 @@ def add_parser(sub) -> None:
     check.add_argument("env_id", metavar="ENV_ID", help="gymnasium environment id, e.g. CartPole-v1")
     check.add_argument("--env-kwargs", type=json_object, default={}, metavar="JSON",
                        help="keyword arguments for gym.make, as JSON (e.g. '{\"max_episode_steps\": 200}')")
+    check.add_argument("--env-wrapper", default="", metavar="NAME",
+                       help="also check that this observation wrapper (train's --env-wrapper) fits the env")
     check.add_argument("--skip-render-check", action="store_true",
                        help="skip the checker's render check, which makes the env in each of its render modes "
                             "('human' opens a window)")
@@ -33,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from gymnasium.utils.env_checker import check_env
 
     from asynca3c.core.envs import inspect_env
+    from asynca3c.core.wrappers import check_name
+
+    check_name(args.env_wrapper)  # a bad name is a usage error (status 2), before the checker runs
 
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # the render check draws off-screen, no window
     with warnings.catch_warnings(record=True) as caught:  # recorded here, even where warnings are errors
@@ -54,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
         finally:
             env.close()
         try:
-            inspect_env(args.env_id, args.env_kwargs)
+            spec = inspect_env(args.env_id, args.env_kwargs, wrapper=args.env_wrapper)
             unsupported = None
+            if args.env_wrapper:
+                spaces += f"; with {args.env_wrapper}: {spec.obs_dim} observation dimensions"
         except EnvError as e:
             unsupported = one_line(e)
     for w in caught:

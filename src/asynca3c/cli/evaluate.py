@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from asynca3c.core.envs import inspect_env
     from asynca3c.core.evaluation import evaluate, model_policy
-    from asynca3c.outputs.checkpoint import load_policy
+    from asynca3c.outputs.checkpoint import load_policy_env
     from asynca3c.outputs.video import check_path, record
 
     for name, high in (("episodes", 10**6), ("video_episodes", 1_000), ("max_steps", 10**9)):
@@ -43,17 +43,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seed {args.seed} is not allowed: an integer in [0, 2**32 - 1]")
     if args.video is not None:
         check_path(args.video)
-    model, env_id, env_kwargs = load_policy(args.source)
+    model, env_id, env_kwargs, wrapper = load_policy_env(args.source)
     result = evaluate(model, env_id, args.episodes, env_kwargs=env_kwargs, seed=args.seed,
-                      deterministic=args.deterministic, max_steps=args.max_steps)
+                      deterministic=args.deterministic, max_steps=args.max_steps, env_wrapper=wrapper)
     st = result.stats()
     how = "most likely action" if args.deterministic else "actions sampled from the policy"
     print(f"{env_id}: mean {st['mean']:.2f}, std {st['std']:.2f}, min {st['min']:.1f}, max {st['max']:.1f} "
           f"over {args.episodes} episodes ({how})")
     if args.video is not None:
-        policy = model_policy(model, inspect_env(env_id, env_kwargs), args.deterministic,
+        policy = model_policy(model, inspect_env(env_id, env_kwargs, wrapper=wrapper), args.deterministic,
                               np.random.default_rng(args.seed))
         path, returns = record(policy, env_id, args.video, episodes=args.video_episodes, env_kwargs=env_kwargs,
-                               seed=args.seed)
+                               seed=args.seed, env_wrapper=wrapper)
         print(f"wrote {path} ({len(returns)} episode(s), returns {', '.join(f'{r:g}' for r in returns)})")
     return 0

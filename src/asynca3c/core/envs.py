@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
+from asynca3c.core.wrappers import wrap_env, wrap_vector
 from asynca3c.errors import EnvError
 
 
@@ -52,16 +53,18 @@ def _refusal(env_id: str, kwargs: dict, e: Exception) -> EnvError:
                     f"{env_id!r} could not be made: {text}")
 
 
-def _make_single(env_id: str, env_kwargs: dict) -> gym.Env:
+def _make_single(env_id: str, env_kwargs: dict, *, wrapper: str = "") -> gym.Env:
+    """One env, with ``wrapper``'s observations."""
     try:
-        return gym.make(env_id, **env_kwargs)
+        env = gym.make(env_id, **env_kwargs)
     except _MAKE_ERRORS as e:
         raise _refusal(env_id, env_kwargs, e) from None
+    return wrap_env(env, wrapper, env_id)
 
 
-def inspect_env(env_id: str, env_kwargs: dict | None = None) -> EnvSpec:
+def inspect_env(env_id: str, env_kwargs: dict | None = None, *, wrapper: str = "") -> EnvSpec:
     """Make one env to read its spaces; refuse what asynca3c cannot train on."""
-    env = _make_single(env_id, dict(env_kwargs or {}))
+    env = _make_single(env_id, dict(env_kwargs or {}), wrapper=wrapper)
     try:
         return describe_env(env, env_id)
     finally:
@@ -121,8 +124,9 @@ def _describe_actions(act_space, env_id: str) -> dict:
     raise EnvError(f"{env_id!r} has action space {act_space}; asynca3c supports Discrete and Box")
 
 
-def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict | None = None) -> gym.vector.VectorEnv:
-    """A vector of ``num_envs`` environments that autoresets on the next step."""
+def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict | None = None, *,
+                    wrapper: str = "") -> gym.vector.VectorEnv:
+    """A vector of ``num_envs`` environments that autoresets on the next step, with ``wrapper``'s observations."""
     kwargs = dict(env_kwargs or {})
     try:
         envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
@@ -140,7 +144,7 @@ def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict | None = None) 
             )
         except _MAKE_ERRORS as e:
             raise _refusal(env_id, kwargs, e) from None
-    return envs
+    return wrap_vector(envs, wrapper, env_id)
 
 
 class ObsEncoder:

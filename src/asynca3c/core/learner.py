@@ -18,7 +18,7 @@ import torch
 
 from asynca3c.config import Config
 from asynca3c.core.messages import SampleBatch, Segment, StepStats
-from asynca3c.core.model import ActorCritic, a3c_loss
+from asynca3c.core.model import ActorCritic, a3c_loss, build_network, describe_network
 from asynca3c.core.vtrace import vtrace
 from asynca3c.errors import LearnerError
 
@@ -41,8 +41,8 @@ class Learner:
         self.nonfinite_in_a_row = 0
 
     def cpu_weights(self) -> list[torch.Tensor]:
-        """A CPU copy of the parameters, for the acting network."""
-        return [p.detach().to("cpu", copy=True) for p in self.model.parameters()]
+        """A CPU copy of what the acting network needs (``ActorCritic.shipped``)."""
+        return [p.detach().to("cpu", copy=True) for p in self.model.shipped()]
 
     def state(self) -> dict:
         """Model and optimizer state plus the version, as CPU tensors (safe to save)."""
@@ -91,6 +91,7 @@ class Learner:
         with self.lock:
             b = len(batch)
             obs = torch.from_numpy(np.concatenate([batch.obs, batch.boot_obs])).to(dev)
+            self.model.update_obs_stats(obs[:b])
             ret = torch.from_numpy(batch.ret).to(dev)
             discount = torch.from_numpy(batch.discount).to(dev)
             actions = torch.from_numpy(batch.action).to(dev)
@@ -114,10 +115,11 @@ class Learner:
         with self.lock:
             T, E = seg.reward.shape
             obs = torch.from_numpy(seg.obs).to(dev)
-            flat_obs = obs.reshape((T + 1) * E, -1)
+            self.model.update_obs_stats(obs[:T].reshape(T * E, -1))  # row T is the next segment's row 0
             actions = torch.from_numpy(seg.action).to(dev)
             mu = torch.from_numpy(seg.behaviour_logp).to(dev)
             valid = torch.from_numpy(seg.valid).to(dev)
+            state0 = torch.from_numpy(seg.state0[0]).to(dev)
             weight = valid.float()
             n_valid = int(seg.valid.sum())
             rng = np.random.default_rng(self.version)  # the column order: varied, and reproducible
@@ -128,7 +130,7 @@ class Learner:
             start_logp = mu
             for epoch in range(cfg.epochs):
                 with torch.no_grad():
-                    out, values = self.model(flat_obs)
+                    out, values = self.model.unroll(obs, state0, valid)
                     logp, _ = self.model.log_prob_entropy(out[:T * E], actions.reshape(T * E, *actions.shape[2:]))
                     log_rho = torch.where(valid, (logp.view(T, E) - mu).clamp(-20.0, 20.0), 0.0)
                 if not (bool(torch.isfinite(values).all()) and bool(torch.isfinite(log_rho).all())):
@@ -156,7 +158,7 @@ class Learner:
                     idx = torch.from_numpy(cols).to(dev)
                     w = weight[:, idx]
                     count = w.sum().clamp(min=1.0)
-                    o, v = self.model(obs[:T, idx].reshape(T * len(cols), -1))
+                    o, v = self.model.unroll(obs[:T, idx], state0[idx], valid[:, idx])
                     lp, ent = self.model.log_prob_entropy(o, actions[:, idx].reshape(T * len(cols),
                                                                                      *actions.shape[2:]))
                     lp, v, ent = lp.view(T, -1), v.view(T, -1), ent.view(T, -1)
@@ -219,22 +221,20 @@ class LearnerSpec:
     """Everything that builds a Learner, as plain picklable values: it crosses the pipe to the worker."""
 
     config: dict
-    obs_dim: int
-    n_actions: int
-    continuous: bool
+    network: dict  # describe_network's
     weights: dict  # the initial state dict, CPU tensors
     device: str
 
     @classmethod
     def of(cls, model: ActorCritic, config: Config, device: torch.device) -> LearnerSpec:
         weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        return cls(config.to_dict(), model.obs_dim, model.n_actions, model.continuous, weights, str(device))
+        return cls(config.to_dict(), describe_network(model), weights, str(device))
 
     def build(self) -> Learner:
         """The Learner, in whichever process calls this."""
         cfg = Config.from_dict(self.config)
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
-        model = ActorCritic(self.obs_dim, self.n_actions, cfg.hidden, self.continuous)
+        model = build_network(self.network)
         model.load_state_dict(self.weights)
         return Learner(model, cfg, torch.device(self.device))

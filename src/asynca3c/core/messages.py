@@ -50,6 +50,8 @@ class Segment:
     (its action is ignored, its reward belongs to no episode); its row holds the
     final observation of the episode that ended, which a truncated step
     bootstraps from. ``reward`` is the training reward (scaled, plus any bonus).
+    A recurrent policy's state is zeroed after every invalid step, so the row
+    after one (an episode's first) starts from zeros when acting and learning.
     """
 
     obs: np.ndarray  # float32 [T+1, E, obs_dim]
@@ -60,14 +62,18 @@ class Segment:
     valid: np.ndarray  # bool [T, E]: False on autoreset steps
     behaviour_logp: np.ndarray  # float32 [T, E]: log mu(a|s), epsilon included
     version: np.ndarray  # int64 [T, E]: the policy version that chose each action
+    #: float32 [1, E, S]: a recurrent policy's state entering row 0 (S = 0 for a feed-forward one); the
+    #: leading axis keeps environments on axis 1, like every other field
+    state0: np.ndarray
 
     @classmethod
-    def empty(cls, T: int, E: int, obs_dim: int, action_shape: tuple, action_dtype) -> Segment:
+    def empty(cls, T: int, E: int, obs_dim: int, action_shape: tuple, action_dtype, state_size: int = 0) -> Segment:
         """Zeroed buffers for an agent to fill step by step (every step invalid until written)."""
         return cls(obs=np.zeros((T + 1, E, obs_dim), np.float32), action=np.zeros((T, E, *action_shape), action_dtype),
                    reward=np.zeros((T, E), np.float32), terminated=np.zeros((T, E), bool),
                    truncated=np.zeros((T, E), bool), valid=np.zeros((T, E), bool),
-                   behaviour_logp=np.zeros((T, E), np.float32), version=np.zeros((T, E), np.int64))
+                   behaviour_logp=np.zeros((T, E), np.float32), version=np.zeros((T, E), np.int64),
+                   state0=np.zeros((1, E, state_size), np.float32))
 
     @property
     def envs(self) -> int:

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from asynca3c.config import Config
-from asynca3c.core.model import ActorCritic
+from asynca3c.config import ENV_WRAPPERS, INT_RANGES, Config
+from asynca3c.core.model import CORES, ActorCritic, build_network
 from asynca3c.errors import CheckpointError, ConfigError
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -280,8 +280,16 @@ def _check_network(net: object) -> None:
     hidden = net.get("hidden")
     if not (isinstance(hidden, (list, tuple)) and hidden and all(_is_int(h, 1) for h in hidden)):
         raise _Invalid(f"hidden must be a non-empty list of ints >= 1, not {_short(hidden)}")
-    if not isinstance(net.get("continuous", False), bool):
-        raise _Invalid(f"continuous must be a bool, not {_short(net['continuous'])}")
+    if net.get("env_wrapper", "") not in ("", *ENV_WRAPPERS):
+        raise _Invalid(f"env_wrapper must be one of {('', *ENV_WRAPPERS)}, not {_short(net['env_wrapper'])}")
+    for key in ("continuous", "running_norm"):
+        if not isinstance(net.get(key, False), bool):
+            raise _Invalid(f"{key} must be a bool, not {_short(net[key])}")
+    if net.get("core", "") not in CORES:
+        raise _Invalid(f"core must be one of {CORES}, not {_short(net['core'])}")
+    if net.get("core") and not (_is_int(net.get("core_size"), 1) and net["core_size"] <= INT_RANGES["core_size"][1]):
+        raise _Invalid(f"core_size must be an int in [1, {INT_RANGES['core_size'][1]}], not "
+                       f"{_short(net.get('core_size'))}")
 
 
 def _check_env_kwargs(env_kwargs: object) -> None:
@@ -317,9 +325,7 @@ def _check_rng(rng: object) -> None:
 def network_model(network: dict, device: str | torch.device = "cpu") -> ActorCritic:
     """A fresh network of the shape a (checked) ``network`` entry describes. On the ``meta`` device it
     has shapes and no storage: a tampered entry asking for a huge network cannot exhaust memory."""
-    with torch.device(device):
-        return ActorCritic(int(network["obs_dim"]), int(network["n_actions"]), tuple(network["hidden"]),
-                           bool(network.get("continuous", False)))
+    return build_network(network, device)
 
 
 def _check_model(weights: object, network: dict) -> None:
@@ -399,11 +405,14 @@ def _check_novelty_counts(counts: object) -> None:
         raise _Invalid("must be a tensor of finite counts >= 0")
 
 
-def check_matches(payload: dict, env: str, obs_dim: int, n_actions: int, hidden: tuple) -> None:
+def check_matches(payload: dict, env: str, obs_dim: int, n_actions: int, config: Config) -> None:
     """Refuse a checkpoint made for another environment or network shape, naming both."""
     net = payload["network"]
-    mine = {"env": env, "obs_dim": obs_dim, "n_actions": n_actions, "hidden": list(hidden)}
-    theirs = {k: net.get(k) for k in mine}
+    mine = {"env": env, "obs_dim": obs_dim, "n_actions": n_actions, "hidden": list(config.hidden),
+            "core": config.recurrent, "core_size": config.core_size if config.recurrent else 0,
+            "running_norm": config.running_obs_norm}
+    older = {"core": "", "core_size": 0, "running_norm": False}  # what checkpoints without these entries hold
+    theirs = {k: net.get(k, older.get(k)) for k in mine}
     theirs["hidden"] = list(theirs["hidden"] or [])
     diff = [k for k in mine if mine[k] != theirs[k]]
     if diff:
@@ -425,12 +434,17 @@ def load_policy(path: str | os.PathLike) -> tuple[ActorCritic, str, dict]:
 
     Returns ``(model, env_id, env_kwargs)``; the model is on the CPU in eval mode.
     """
+    return load_policy_env(path)[:3]
+
+
+def load_policy_env(path: str | os.PathLike) -> tuple[ActorCritic, str, dict, str]:
+    """``load_policy``'s three, and the env wrapper the policy was trained with (its observations)."""
     payload = _read(checkpoint_path(path), {FORMAT: REQUIRED, MODEL_FORMAT: MODEL_REQUIRED})
     net = payload["network"]
     env_kwargs = payload["env_kwargs"] if payload["format"] == MODEL_FORMAT else payload["config"].get("env_kwargs")
     model = network_model(net)
     load_weights(model, payload["model"])
-    return model.eval(), str(net["env"]), dict(env_kwargs or {})
+    return model.eval(), str(net["env"]), dict(env_kwargs or {}), str(net.get("env_wrapper", ""))
 
 
 def load_weights(model: ActorCritic, state: dict) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from asynca3c.core.evaluation import PolicyFn
+from asynca3c.core.wrappers import wrap_env
 from asynca3c.errors import VideoError
 
 FORMATS = (".mp4", ".gif")
@@ -22,8 +23,10 @@ FORMATS = (".mp4", ".gif")
 
 
 def record(policy: PolicyFn, env_id: str, path: str | os.PathLike, *, episodes: int = 1,
-           env_kwargs: dict | None = None, seed: int = 0, fps: int | None = None) -> tuple[Path, list[float]]:
-    """Play ``episodes`` episodes with ``policy`` (a batch policy, given batches of one) and write them.
+           env_kwargs: dict | None = None, seed: int = 0, fps: int | None = None,
+           env_wrapper: str = "") -> tuple[Path, list[float]]:
+    """Play ``episodes`` episodes with ``policy`` (a batch policy, given batches of one) and write them;
+    the policy sees ``env_wrapper``'s observations, the video shows the whole environment.
 
     Returns the file written and the episodes' returns.
     """
@@ -35,12 +38,15 @@ def record(policy: PolicyFn, env_id: str, path: str | os.PathLike, *, episodes: 
         env = gym.make(env_id, render_mode="rgb_array", **(env_kwargs or {}))
     except gym.error.DependencyNotInstalled as e:
         raise VideoError(f"{env_id} cannot render here: {e}") from None
+    env = wrap_env(env, env_wrapper, env_id)
     fps = fps or int(env.metadata.get("render_fps") or 30)
     frames: list[npt.ArrayLike] = []  # what imageio's mimsave takes
     returns: list[float] = []
     try:
         for i in range(episodes):
             obs, _ = env.reset(seed=seed + i)
+            if callable(reset := getattr(policy, "reset", None)):  # a recurrent policy's new episode
+                reset()
             frames.append(_frame(env))
             total, done = 0.0, False
             while not done:

@@ -76,6 +76,10 @@ class _VectorAgent:
         self.stopping = False
         self.faults = faults or FaultPolicy(False, 0, progress)
         self.make_envs, self.name = make_envs, name
+        # A recurrent policy's state per env, entering the next row: zeroed at every (re)start and after
+        # every autoreset step, exactly where the learner's unroll zeroes it. Width 0: feed-forward.
+        self.state_size = int(getattr(policy, "recurrent", False) and policy.model.state_size)
+        self.core_state = np.zeros((self.num_envs, self.state_size), np.float32)
 
     def stop(self) -> None:
         """Finish the current step, then return from ``run``."""
@@ -94,7 +98,10 @@ class _VectorAgent:
             ep_ret = np.zeros(V)
             ep_len = np.zeros(V, dtype=np.int64)
             while not self.stopping and not (self.step_limit and self.progress.env_steps >= self.step_limit):
-                params, version = await self.policy.infer(obs)
+                if self.state_size:
+                    params, version, next_state = await self.policy.infer_recurrent(obs, self.core_state)
+                else:
+                    params, version = await self.policy.infer(obs)
                 eps = self.epsilon(self.progress.env_steps)
                 actions, logp = self.actions.choose(params, eps, self.rng)
                 live = ~resetting
@@ -114,6 +121,8 @@ class _VectorAgent:
                     resetting[:], explored[:], ep_ret[:], ep_len[:] = False, False, 0.0, 0
                     continue
                 obs = next_obs
+                if self.state_size:  # the row after an autoreset step is an episode's first
+                    self.core_state = np.where(live[:, None], next_state, np.float32(0.0))
                 message = self._record(actions, logp, version, trained, term, trunc, live, obs)
                 self.progress.env_steps += int(live.sum())
                 if eps > 0:
@@ -145,6 +154,7 @@ class _VectorAgent:
             except Exception as exc:
                 what, cause = describe_exception(exc), exc
             if what is None:
+                self.core_state = np.zeros((self.num_envs, self.state_size), np.float32)
                 self._begin(obs)
                 return obs
             await self._remake(what + " (in reset)", cause)
@@ -228,8 +238,10 @@ class SegmentAgent(_VectorAgent):
     def _begin(self, obs: np.ndarray) -> None:
         """A new segment whose first row is ``obs`` (the run's first observations, or the last row of the
         segment just shipped)."""
-        self.seg = Segment.empty(self.T, self.num_envs, obs.shape[1], self.actions.shape, self.actions.dtype)
+        self.seg = Segment.empty(self.T, self.num_envs, obs.shape[1], self.actions.shape, self.actions.dtype,
+                                 self.state_size)
         self.seg.obs[0] = obs
+        self.seg.state0[0] = self.core_state
         self._t = 0
 
     def _record(self, actions, logp, version, reward, term, trunc, live, obs) -> Segment | None:

@@ -292,7 +292,7 @@ class AsyncEnvAgents:
         while not self.stopping:
             eps = self.epsilon(progress.env_steps)
             explored |= eps > 0
-            action, logp, version = await self.policy.choose(obs, eps)
+            action, logp, version, _ = await self.policy.choose(obs, eps)
             cause: Exception | None = None
             try:
                 raw, reward, terminated, truncated, _ = await bounded(
@@ -364,7 +364,7 @@ async def evaluate_async_envs(make_env: Callable[[], Any], policy: Predictor, en
             obs, _ = await env_call(env, env.reset(seed=seed + j), f"evaluation episode {j}, reset")
             total, done, steps = 0.0, False, 0
             while not done and not (max_steps and steps >= max_steps):
-                action, _, _ = await policy.choose(obs, 0.0)
+                action, _, _, _ = await policy.choose(obs, 0.0)
                 obs, (reward, done) = await env_call(env, env.step(policy.actions.to_env(action)),
                                                      f"evaluation episode {j}, step {steps}")
                 total += reward

@@ -55,20 +55,20 @@ class GymEnvs:
     restarts_by_default = False
     blocking_setup = True
 
-    def __init__(self, env_id: str, env_kwargs: dict | None = None):
-        self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
+    def __init__(self, env_id: str, env_kwargs: dict | None = None, wrapper: str = ""):
+        self.env_id, self.env_kwargs, self.wrapper = env_id, dict(env_kwargs or {}), wrapper
         self.spec: EnvSpec | None = None
 
     async def describe(self) -> EnvSpec:
         """Makes one env in a thread (gym.make can take a while) to read its spaces; bad ids fail here."""
         if self.spec is None:
-            self.spec = await asyncio.to_thread(inspect_env, self.env_id, self.env_kwargs)
+            self.spec = await asyncio.to_thread(inspect_env, self.env_id, self.env_kwargs, wrapper=self.wrapper)
         return self.spec
 
     def make_agent(self, num_envs: int, *, actions: Actions, segment_length: int | None, n_step: int, gamma: float,
                    **agent_args: Any) -> Agent | SegmentAgent:
         def make_envs():
-            return make_vector_env(self.env_id, num_envs, self.env_kwargs)
+            return make_vector_env(self.env_id, num_envs, self.env_kwargs, wrapper=self.wrapper)
 
         agent_args.pop("step_timeout", None)  # vector envs step synchronously; a hang cannot be cut off
         if segment_length is not None:
@@ -84,7 +84,7 @@ class GymEnvs:
 
         def work() -> None:
             steps = play(predictor.model, self.env_id, episodes, self.env_kwargs, seed, False, 128, returns,
-                         max_steps=max_steps, spec=self.spec)
+                         max_steps=max_steps, spec=self.spec, env_wrapper=self.wrapper)
             try:
                 for _ in steps:
                     if cancelled.is_set():

@@ -25,8 +25,10 @@ class Predictor:
         self.model = model.eval()
         self.actions = actions
         self.version = 0
-        # (observation rows, future, epsilon): epsilon None asks for probabilities, a number for one action
-        self._pending: list[tuple[np.ndarray, asyncio.Future, float | None]] = []
+        # (observation rows, future, epsilon, recurrent state rows or None): epsilon None asks for
+        # probabilities, a number for one action
+        self._pending: list[tuple[np.ndarray, asyncio.Future, float | None, np.ndarray | None]] = []
+        self.recurrent = model.state_size > 0
         self.rng = np.random.default_rng(seed)
         self._wake = asyncio.Event()
         self._failed: BaseException | None = None
@@ -35,7 +37,7 @@ class Predictor:
         """Answer every waiting and every later request with ``exc`` (the run ended or broke)."""
         self._failed = exc
         pending, self._pending = self._pending, []
-        for _, fut, _ in pending:
+        for _, fut, _, _ in pending:
             if not fut.done():
                 fut.set_exception(exc)
 
@@ -45,24 +47,35 @@ class Predictor:
             return
         tensors = [torch.as_tensor(w) for w in weights]
         with torch.no_grad():
-            torch._foreach_copy_(list(self.model.parameters()), tensors)
+            torch._foreach_copy_(self.model.shipped(), tensors)
         self.version = version
 
     async def infer(self, obs: np.ndarray) -> tuple[np.ndarray, int]:
         """Policy parameters per row (probabilities, or Gaussian ``[mean | std]``) and the policy version."""
-        return await self._request(obs, None)
+        params, version, _ = await self._request(obs, None, None)
+        return params, version
 
-    async def choose(self, row: np.ndarray, epsilon: float) -> tuple[int | list[float], float, int]:
+    async def infer_recurrent(self, obs: np.ndarray, state: np.ndarray | None
+                              ) -> tuple[np.ndarray, int, np.ndarray | None]:
+        """``infer`` for a recurrent policy: each row also gives its state [rows, state_size] (None: an
+        episode's start) and gets the next one back, batched with every other request. A feed-forward
+        policy ignores the state and gives None."""
+        return await self._request(obs, None, state)
+
+    async def choose(self, row: np.ndarray, epsilon: float,
+                     state: np.ndarray | None = None) -> tuple[int | list[float], float, int, np.ndarray | None]:
         """One action for one observation row [1, obs_dim], drawn in the batch (cheaper than
         sampling per caller): (action, its log-probability under the behaviour policy (epsilon
-        included), policy version)."""
-        return await self._request(row, epsilon)
+        included), policy version, the next recurrent state (None for a feed-forward policy))."""
+        return await self._request(row, epsilon, state)
 
-    async def _request(self, obs: np.ndarray, epsilon: float | None):
+    async def _request(self, obs: np.ndarray, epsilon: float | None, state: np.ndarray | None):
         if self._failed is not None:
             raise self._failed
+        if self.recurrent and state is None:
+            state = np.zeros((len(obs), self.model.state_size), np.float32)  # an episode's start
         fut = asyncio.get_running_loop().create_future()
-        self._pending.append((obs, fut, epsilon))
+        self._pending.append((obs, fut, epsilon, state))
         self._wake.set()
         return await fut
 
@@ -80,22 +93,26 @@ class Predictor:
                 batch, self._pending = self._pending, []
                 self._answer([r for r in batch if not r[1].done()])
         finally:
-            for _, fut, _ in self._pending:
+            for _, fut, _, _ in self._pending:
                 fut.cancel()
 
-    def _answer(self, batch: list[tuple[np.ndarray, asyncio.Future, float | None]]) -> None:
+    def _answer(self, batch: list[tuple[np.ndarray, asyncio.Future, float | None, np.ndarray | None]]) -> None:
         if not batch:
             return
         try:
             obs = np.concatenate([r[0] for r in batch]) if len(batch) > 1 else batch[0][0]
+            state = None
+            if self.recurrent:
+                state = torch.from_numpy(np.concatenate([r[3] for r in batch]) if len(batch) > 1 else batch[0][3])
             with torch.inference_mode():
-                out, _ = self.model(torch.from_numpy(obs))
+                out, _, next_state = self.model.step(torch.from_numpy(obs), state)
                 probs = self.model.action_params(out).numpy()
+                states = None if next_state is None else next_state.numpy()
             if not np.isfinite(probs).all():  # observations are checked before they get here: the network's fault
                 raise LearnerError(f"the network (policy version {self.version}) gave non-finite action "
                                    "parameters for finite observations; lower lr or reward_scale")
         except Exception as exc:
-            for _, fut, _ in batch:
+            for _, fut, _, _ in batch:
                 fut.set_exception(exc)
             self.fail(exc)  # every later request gets the same error instead of waiting forever
             return
@@ -108,9 +125,10 @@ class Predictor:
             actions, logp = self.actions.choose(probs[idx], eps, self.rng)
             choices = iter(zip(actions.tolist(), logp.tolist(), strict=True))
         version = self.version
-        for (o, fut, epsilon), i in zip(batch, offsets.tolist(), strict=True):
+        for (o, fut, epsilon, _), i in zip(batch, offsets.tolist(), strict=True):
+            rows_state = None if states is None else states[i:i + len(o)]
             if epsilon is None:
-                fut.set_result((probs[i:i + len(o)], version))
+                fut.set_result((probs[i:i + len(o)], version, rows_state))
             else:
                 action, p = next(choices)
-                fut.set_result((action, p, version))
+                fut.set_result((action, p, version, rows_state))

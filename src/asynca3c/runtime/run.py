@@ -30,7 +30,7 @@ from asynca3c.core.actions import for_spec as actions_for
 from asynca3c.core.envs import EnvSpec, ObsEncoder
 from asynca3c.core.evaluation import EvalResult
 from asynca3c.core.messages import MetricsRow
-from asynca3c.core.model import ActorCritic
+from asynca3c.core.model import ActorCritic, describe_network
 from asynca3c.core.rewards import NoveltyBonus, TrainingReward
 from asynca3c.errors import Asynca3cError, LearnerError
 from asynca3c.outputs import checkpoint
@@ -158,7 +158,9 @@ class TrainingRun:
         self.novelty = (NoveltyBonus.for_spec(spec, cfg.novelty_bins, cfg.novelty_bonus, seed=cfg.seed)
                         if cfg.novelty_bonus else None)
         bounds = (spec.obs_low, spec.obs_high) if cfg.normalize_obs and spec.obs_low else None
-        model = ActorCritic(spec.obs_dim, spec.n_actions, cfg.hidden, self.actions.continuous, bounds)
+        model = ActorCritic(spec.obs_dim, spec.n_actions, cfg.hidden, self.actions.continuous, bounds,
+                            core=cfg.recurrent, core_size=cfg.core_size, running_norm=cfg.running_obs_norm,
+                            log_std_init=cfg.log_std_init)
         if resume is not None:
             checkpoint.load_weights(model, resume["model"])
         self.predictor = Predictor(copy.deepcopy(model), self.actions, seed=cfg.seed + 7)
@@ -384,9 +386,8 @@ class TrainingRun:
 
     def network(self) -> dict:
         """What rebuilds the network: its shape and the environment it acts in."""
-        spec = self.spec
-        return {"env": self.config.env, "obs_dim": spec.obs_dim, "n_actions": spec.n_actions,
-                "hidden": list(self.config.hidden), "continuous": self.actions.continuous}
+        wrapper = {"env_wrapper": self.config.env_wrapper} if self.config.env_wrapper else {}  # eval replays it
+        return {"env": self.config.env, **wrapper, **describe_network(self.predictor.model)}
 
     def _count_restart(self) -> None:
         self.progress.learner_restarts += 1

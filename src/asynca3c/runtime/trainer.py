@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Literal
 
 import numpy as np
@@ -35,6 +36,10 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r} is not available: torch sees no CUDA device; use cpu or auto")
     return torch.device(name)
+
+
+#: Recurrent states ``act`` keeps, one per session key.
+MAX_SESSIONS = 100_000
 
 
 class Trainer:
@@ -70,14 +75,21 @@ class Trainer:
         if env_factory is not None and config.deterministic:
             raise ConfigError("deterministic=True is not allowed with env_factory: async environments step "
                               "concurrently, in no fixed order; use a gymnasium id (Config.env)")
+        if env_factory is not None and config.recurrent:
+            raise ConfigError(f"recurrent={config.recurrent!r} is not allowed with env_factory: async environments' "
+                              "agents carry no recurrent state yet; use a gymnasium id (Config.env) or recurrent=''")
+        if env_factory is not None and config.env_wrapper:
+            raise ConfigError(f"env_wrapper={config.env_wrapper!r} is not allowed with env_factory: wrappers apply "
+                              "to gymnasium ids (Config.env); wrap the factory's environments instead")
         self.config = config
+        self._sessions: collections.OrderedDict[Hashable, np.ndarray] = collections.OrderedDict()
         self._resume_from = resume_from
         self._resume: dict | None = None
         self._overwrite = overwrite
         self.run_dir = RunDirectory(run_dir) if run_dir is not None else None
         self.on_progress = on_progress
         self.source: EnvSource = AsyncEnvFactory(env_factory, config.env) if env_factory is not None \
-            else GymEnvs(config.env, config.env_kwargs)
+            else GymEnvs(config.env, config.env_kwargs, config.env_wrapper)
         self.device = resolve_device(config.device)
         self._stop = StopRequest()
         self.loop_lag = LoopLag()
@@ -195,7 +207,7 @@ class Trainer:
         if self._resume is not None:
             spec, cfg = self.source.spec, self.config
             assert spec is not None  # only called once the source is described
-            checkpoint.check_matches(self._resume, cfg.env, spec.obs_dim, spec.n_actions, cfg.hidden)
+            checkpoint.check_matches(self._resume, cfg.env, spec.obs_dim, spec.n_actions, cfg)
 
     def request_stop(self, reason: str = "requested") -> None:
         """Ask the run to end: agents stop, the queue drains, the last update lands."""
@@ -279,21 +291,42 @@ class Trainer:
 
     # --- what a host calls while it trains -------------------------------------------------------
 
-    async def act(self, obs, *, deterministic: bool = False) -> int | list[float]:
+    async def act(self, obs, *, deterministic: bool = False, session: Hashable | None = None) -> int | list[float]:
         """An action for one observation from the live policy (batched with the agents' requests):
-        an int for a Discrete action space, a list of floats (within the bounds) for a Box."""
+        an int for a Discrete action space, a list of floats (within the bounds) for a Box.
+
+        A recurrent policy remembers each caller's episode under ``session`` (any hashable key, e.g.
+        a client id), which it then needs: the first call of a session starts from an episode's
+        initial state, each later one continues it; ``end_session(key)`` when the episode ends.
+        At most ``MAX_SESSIONS`` are kept (the least recently used is forgotten). A feed-forward
+        policy ignores ``session``."""
         run = self._run
         if run is None or self._closed:
             raise TrainerClosed("the trainer is not running: act() works inside 'async with Trainer(...)'")
         row = self._observation_row(obs)
-        actions = run.actions
+        actions, predictor = run.actions, run.predictor
+        state = None
+        if predictor.recurrent:
+            if session is None:
+                raise ValueError("session=None is not allowed with a recurrent policy: pass session=<key> (any "
+                                 "hashable naming the caller's episode) and end_session(key) when it ends")
+            state = self._sessions.get(session)
         async with self._host_call():
             if deterministic:
-                params, _ = await run.predictor.infer(row)
+                params, _, next_state = await predictor.infer_recurrent(row, state)
                 action = actions.greedy(params)[0]
             else:
-                action, _, _ = await run.predictor.choose(row, 0.0)
+                action, _, _, next_state = await predictor.choose(row, 0.0, state)
+        if next_state is not None:  # a recurrent policy's
+            self._sessions[session] = next_state
+            self._sessions.move_to_end(session)
+            while len(self._sessions) > MAX_SESSIONS:
+                self._sessions.popitem(last=False)
         return actions.to_python(actions.to_env(np.asarray(action)))
+
+    def end_session(self, session: Hashable) -> None:
+        """Forget a recurrent policy's state for ``session`` (its episode ended); unknown keys are fine."""
+        self._sessions.pop(session, None)
 
     async def metrics(self) -> AsyncIterator[MetricsRow]:
         """Progress rows every ``log_interval`` seconds until training ends (the last one final)."""
