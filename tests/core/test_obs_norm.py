@@ -58,7 +58,7 @@ def test_the_learner_updates_the_statistics_and_ships_them_to_the_acting_copy():
 def test_a_run_saves_the_statistics_and_its_model_file_rebuilds_them(tmp_path):
     from asynca3c.outputs import checkpoint
     train(Config(env="Pendulum-v1", running_obs_norm=True, agents=1, envs_per_agent=8, batch_envs=8, seconds=1.0,
-                 final_eval_episodes=0, log_interval=0.2), run_dir=tmp_path)
+                 final_eval_episodes=0, log_interval=0.2, learner="thread"), run_dir=tmp_path)
     model, _, _ = checkpoint.load_policy(tmp_path / "model.pt")
     assert model.running_norm and float(model.obs_count) > 1000
     # Pendulum's cos, sin and angular velocity: statistics of what the agents saw, not the defaults
@@ -66,3 +66,15 @@ def test_a_run_saves_the_statistics_and_its_model_file_rebuilds_them(tmp_path):
     state = checkpoint.load(tmp_path)
     assert state["network"]["running_norm"] is True
     torch.testing.assert_close(state["model"]["obs_mean"], model.obs_mean)
+
+
+def test_halfcheetah_trains_with_running_normalization_and_a_six_dimensional_gaussian(tmp_path):
+    """MuJoCo's infinite bounds: the shipped table's kind of run starts, trains and saves (the test extra
+    installs mujoco)."""
+    from asynca3c.outputs import checkpoint
+    result = train(Config(env="HalfCheetah-v5", running_obs_norm=True, log_std_init=-1.0, agents=1,
+                          envs_per_agent=4, batch_envs=4, seconds=1.5, final_eval_episodes=1, log_interval=0.5,
+                          learner="thread"), run_dir=tmp_path)
+    assert result.updates > 0 and result.eval_episodes == 1 and np.isfinite(result.eval_mean_return)
+    model, _, _ = checkpoint.load_policy(tmp_path / "model.pt")
+    assert model.continuous and model.n_actions == 6 and float(model.obs_count) > 0

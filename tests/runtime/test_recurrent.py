@@ -135,17 +135,18 @@ def test_unroll_matches_stepping_one_row_at_a_time():
     torch.testing.assert_close(values.detach(), torch.cat([v for _, v in rows]))
 
 
-REMEMBER = dict(env="asynca3c-test/Remember-v0", deterministic=True, agents=1, envs_per_agent=16, eval_envs=0,
-                batch_envs=16, segment_length=8, seconds=0, final_eval_episodes=50, hidden=(32,), core_size=32,
-                lr=0.003, log_interval=0.5, reward_scale=1.0)
+MASKED = dict(env="CartPole-v1", env_wrapper="mask-velocity", deterministic=True, agents=1, envs_per_agent=32,
+              eval_envs=0, batch_envs=32, segment_length=16, seconds=0, steps=80_000, final_eval_episodes=30,
+              hidden=(32,), core_size=32, lr=0.006, log_interval=5, learner="thread")
 
 
-def test_an_lstm_learns_to_remember_what_a_feed_forward_policy_cannot():
-    lstm = train(Config(**REMEMBER, recurrent="lstm", steps=10_000))
-    flat = train(Config(**REMEMBER, steps=10_000))
-    # every step right: 4; the first step right and the other three by chance: 2.5
-    assert lstm.eval_mean_return >= 3.6, lstm.eval_mean_return
-    assert flat.eval_mean_return <= 3.0, flat.eval_mean_return
+def test_masked_cartpole_is_learned_with_an_lstm_and_not_without():
+    """Position and angle only: the velocities must be remembered. The deterministic mode makes both runs
+    repeat exactly (measured: the LSTM 124.5, feed-forward 48.1, after the same 80k steps)."""
+    lstm = train(Config(**MASKED, recurrent="lstm"))
+    flat = train(Config(**MASKED))
+    assert lstm.eval_mean_return >= 2 * flat.eval_mean_return, (lstm.eval_mean_return, flat.eval_mean_return)
+    assert lstm.eval_mean_return >= 90
 
 
 def test_recurrent_settings_are_checked():
@@ -158,7 +159,7 @@ def test_recurrent_settings_are_checked():
 
 
 LSTM_RUN = dict(recurrent="lstm", core_size=16, hidden=(16,), agents=1, envs_per_agent=16, eval_envs=0,
-                batch_envs=16, final_eval_episodes=4, log_interval=0.2)
+                batch_envs=16, final_eval_episodes=4, log_interval=0.2, learner="thread")
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +191,7 @@ def test_act_keeps_one_recurrent_state_per_session(run_on):
     from asynca3c import Trainer
 
     async def main():
-        async with Trainer(Config(**LSTM_RUN, seconds=0)) as trainer:
+        async with Trainer(Config(**{**LSTM_RUN, "final_eval_episodes": 0}, seconds=0)) as trainer:
             with pytest.raises(ValueError, match="session=None is not allowed with a recurrent policy"):
                 await trainer.act([0.0, 0.0, 0.0, 0.0])
             predictor = trainer._run.predictor
