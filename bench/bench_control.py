@@ -29,8 +29,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -108,73 +106,40 @@ def run_asynca3c(task: dict, seed: int, seconds: float, threshold: float | None,
 
 
 def run_peer(task: dict, seed: int, seconds: float, threshold: float | None, until_solved: bool) -> dict:
-    """The task's SB3 agent with rl-zoo's settings; the clock starts when ``learn`` does."""
-    from sb3_contrib import RecurrentPPO
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import VecNormalize
+    """The task's SB3 agent with rl-zoo's settings (``sb3_baselines.run``); the clock starts when ``learn``
+    does."""
+    import sb3_baselines
 
     from asynca3c.core.wrappers import wrap_env
 
-    zoo, env_id, wrapper = task["zoo"], task["env"], task.get("wrapper", "")
-    env = make_vec_env(env_id, n_envs=zoo["n_envs"], seed=seed,
-                       wrapper_class=(lambda e: wrap_env(e, wrapper, env_id)) if wrapper else None)
-    spec = env.envs[0].spec
-    goal = threshold if threshold is not None else (spec.reward_threshold if spec else None)
-    if zoo["normalize"]:  # rl-zoo's normalize: true, with the algorithm's gamma for the returns
-        env = VecNormalize(env, gamma=zoo["kwargs"]["gamma"])
-    algo, policy = (RecurrentPPO, "MlpLstmPolicy") if task["peer"] == "sb3-recurrentppo" else (PPO, "MlpPolicy")
-    extra = {"policy_kwargs": _zoo_policy(**zoo["policy"])} if "policy" in zoo else {}  # zoo's policy_kwargs
-    model = algo(policy, env, seed=seed, device="cpu", verbose=0, **extra, **zoo["kwargs"])
-    returns: deque[float] = deque(maxlen=WINDOW)
-    out = {"curve": [], "solved": None, "stop_reason": "steps", "t0": 0.0}
-
-    def mean() -> float:
-        return sum(returns) / len(returns) if returns else math.nan
-
-    class Judge(BaseCallback):
-        def _on_training_start(self) -> None:
-            out["t0"] = time.perf_counter()
-
-        def _on_step(self) -> bool:
-            t = time.perf_counter() - out["t0"]
-            returns.extend(float(i["episode"]["r"]) for i in self.locals["infos"] if "episode" in i)
-            if not out["curve"] or t >= out["curve"][-1][0] + 1.0:
-                out["curve"].append((t, self.num_timesteps, mean()))
-            if out["solved"] is None and goal is not None and len(returns) == WINDOW and mean() >= goal:
-                out["solved"] = (t, self.num_timesteps)
-                if until_solved:
-                    out["stop_reason"] = "solved"
-                    return False
-            if t >= seconds:
-                out["stop_reason"] = "seconds"
-                return False
-            return True
-
-    model.learn(total_timesteps=zoo["n_timesteps"], callback=Judge())
-    elapsed = time.perf_counter() - out["t0"]
-    out["curve"].append((elapsed, model.num_timesteps, mean()))
-    env.close()
-    solved = out["solved"]
-    return {"system": task["peer"], "seed": seed, "seconds": elapsed, "env_steps": model.num_timesteps,
-            "reward_threshold": goal, "solved_after_seconds": solved[0] if solved else None,
-            "solved_after_steps": solved[1] if solved else None, "final_window_mean": mean(),
-            "steps_per_second": model.num_timesteps / elapsed, "stop_reason": out["stop_reason"],
-            "curve": out["curve"]}
+    zoo, env_id, wrapper = dict(task["zoo"]), task["env"], task.get("wrapper", "")
+    if "policy" in zoo:
+        zoo["policy"] = _zoo_policy(**zoo["policy"])
+    curve: list[tuple[float, int, float]] = []
+    wrap = (lambda e: wrap_env(e, wrapper, env_id)) if wrapper else None
+    r = sb3_baselines.run(task["peer"].removeprefix("sb3-"), env_id, seconds, seed=seed, until_solved=until_solved,
+                          window=WINDOW, on_progress=lambda row: curve.append(
+                              (row["seconds"], row["env_steps"], row["eval_return_mean"])),
+                          zoo=zoo, threshold=threshold, wrap=wrap)
+    curve.append((r["seconds"], r["env_steps"], r["eval_window_mean_return"]))
+    return {"system": r["system"], "seed": seed, "seconds": r["seconds"], "env_steps": r["env_steps"],
+            "reward_threshold": r["reward_threshold"], "solved_after_seconds": r["solved_after_seconds"],
+            "solved_after_steps": r["solved_after_steps"], "final_window_mean": r["eval_window_mean_return"],
+            "steps_per_second": r["steps_per_second"], "stop_reason": r["stop_reason"], "curve": curve}
 
 
 def summary(runs: list[dict], systems: list[str]) -> str:
     """One row per system: runs that reached the threshold, median [min, max] time and steps to it."""
     lines = ["| system | reached | median s to threshold [range] | median steps to threshold | "
-             "median final last-100 mean |", "|---|---:|---:|---:|---:|"]
+             "median final last-100 mean | fresh episodes at the end, per seed |", "|---|---:|---:|---:|---:|---|"]
     for name in systems:
         rs = [r for r in runs if r["system"] == name]
         t = [r["solved_after_seconds"] if r["solved_after_seconds"] is not None else math.inf for r in rs]
         st = [r["solved_after_steps"] if r["solved_after_steps"] is not None else math.inf for r in rs]
         lines.append(f"| {name} | {sum(math.isfinite(x) for x in t)}/{len(rs)} | {_fmt(statistics.median(t))} "
                      f"[{_fmt(min(t))}, {_fmt(max(t))}] | {_fmt(statistics.median(st), ',.0f')} | "
-                     f"{_fmt(statistics.median(r['final_window_mean'] for r in rs), '.1f')} |")
+                     f"{_fmt(statistics.median(r['final_window_mean'] for r in rs), '.1f')} | "
+                     f"{', '.join(_fmt(r.get('fresh_eval_mean')) for r in rs)} |")
     return "\n".join(lines)
 
 

@@ -42,18 +42,32 @@ def available() -> bool:
 
 
 def run(algo: str, env_id: str = "CartPole-v1", seconds: float = 60.0, *, seed: int = 0, device: str = "cpu",
-        until_solved: bool = True, window: int = 100, log_interval: float = 1.0, on_progress=None) -> dict:
-    """Train SB3's ``algo`` ('a2c' or 'ppo') with the zoo settings; figures as asynca3c's summary has them."""
+        until_solved: bool = True, window: int = 100, log_interval: float = 1.0, on_progress=None,
+        zoo: dict | None = None, threshold: float | None = None, wrap=None) -> dict:
+    """Train SB3's ``algo`` ('a2c', 'ppo', or sb3-contrib's 'recurrentppo') with rl-zoo's settings (``zoo``:
+    an entry like ``ZOO``'s, which may add ``normalize`` (VecNormalize with the algorithm's gamma) and
+    ``policy`` (policy_kwargs); default ``ZOO[algo]``); ``wrap`` wraps each env; ``threshold`` replaces the
+    env spec's. Figures as asynca3c's summary has them."""
     from stable_baselines3 import A2C, PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
 
-    if algo not in ZOO:
+    if zoo is None and algo not in ZOO:
         raise ValueError(f"algo={algo!r} is not allowed: one of {', '.join(ZOO)}")
-    zoo = ZOO[algo]
-    env = make_vec_env(env_id, n_envs=zoo["n_envs"], seed=seed)
-    threshold = env.envs[0].spec.reward_threshold if env.envs[0].spec is not None else None
-    model = {"a2c": A2C, "ppo": PPO}[algo]("MlpPolicy", env, seed=seed, device=device, verbose=0, **zoo["kwargs"])
+    zoo = zoo or ZOO[algo]
+    env = make_vec_env(env_id, n_envs=zoo["n_envs"], seed=seed, wrapper_class=wrap)
+    if threshold is None:
+        threshold = env.envs[0].spec.reward_threshold if env.envs[0].spec is not None else None
+    if zoo.get("normalize"):  # rl-zoo's normalize: true, with the algorithm's gamma for the returns
+        env = VecNormalize(env, gamma=zoo["kwargs"].get("gamma", 0.99))
+    if algo == "recurrentppo":
+        from sb3_contrib import RecurrentPPO
+        algo_class, policy = RecurrentPPO, "MlpLstmPolicy"
+    else:
+        algo_class, policy = {"a2c": A2C, "ppo": PPO}[algo], "MlpPolicy"
+    extra = {"policy_kwargs": zoo["policy"]} if "policy" in zoo else {}
+    model = algo_class(policy, env, seed=seed, device=device, verbose=0, **extra, **zoo["kwargs"])
     returns: deque[float] = deque(maxlen=window)
     state = {"episodes": 0, "solved": None, "stop_reason": "steps", "t0": 0.0, "next_log": log_interval}
 

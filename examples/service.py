@@ -4,6 +4,7 @@
     python examples/service.py --port 8080 --seconds 0      # 0: train until POST /stop
 
     curl -X POST localhost:8080/act -d '{"obs": [0.01, 0.0, -0.02, 0.0]}'
+    curl -X POST localhost:8080/act -d '{"obs": [...], "session": "client-7"}'   # a recurrent policy
     curl localhost:8080/metrics
     curl -X POST localhost:8080/stop
 
@@ -31,13 +32,19 @@ def _json_safe(d: dict) -> dict:
 async def act(request: web.Request) -> web.Response:
     try:
         body = await request.json()
-        obs = body["obs"]
+        obs, session = body["obs"], body.get("session")
+        if not isinstance(session, (str, int, type(None))):
+            raise TypeError(session)
     except (ValueError, KeyError, TypeError):
-        raise web.HTTPBadRequest(text='expected JSON {"obs": [...], "deterministic": false}') from None
+        raise web.HTTPBadRequest(text='expected JSON {"obs": [...], "deterministic": false, "session": null, '
+                                      '"episode_over": false} (session: a string or an integer)') from None
+    trainer = request.app[TRAINER]
     try:
-        action = await request.app[TRAINER].act(obs, deterministic=bool(body.get("deterministic", False)))
+        action = await trainer.act(obs, deterministic=bool(body.get("deterministic", False)), session=session)
     except ValueError as e:
         raise web.HTTPBadRequest(text=str(e)) from None
+    if session is not None and body.get("episode_over"):  # a recurrent policy forgets the finished episode
+        trainer.end_session(session)
     return web.json_response({"action": action})
 
 
