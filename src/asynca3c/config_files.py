@@ -89,7 +89,8 @@ def layers(base_preset: str, flags: dict[str, Any], path: str | Path | None = No
         name, settings = "", {}
     default = settings.get("default", {})
     env = flags.get("env") or default.get("env") or start.env
-    wrapper = flags.get("env_wrapper") or settings.get(env, {}).get("env_wrapper") or default.get("env_wrapper")
+    wrapper = next((layer["env_wrapper"] for layer in (flags, settings.get(env, {}), default)  # the highest one set
+                    if "env_wrapper" in layer), "")
     wrapped = [(f"{name} [{env}+{wrapper}]", settings[f"{env}+{wrapper}"])] if f"{env}+{wrapper}" in settings else []
     return [(f"preset {base_preset}", PRESETS[base_preset]),
             (f"{name} [default]", default),

@@ -233,3 +233,18 @@ def test_check_env_records_warnings_even_where_they_are_errors(capsys):
     out = capsys.readouterr().out.splitlines()
     assert any(line.startswith("warning: UserWarning: A Box observation space") for line in out), out
     assert out[-1].startswith("supported: ")
+
+
+def test_a_table_for_the_env_with_a_wrapper_applies_only_with_that_wrapper():
+    masked = config_files.resolve("default", {"env": "CartPole-v1", "env_wrapper": "mask-velocity"})
+    assert masked.recurrent == "lstm" and masked.env_wrapper == "mask-velocity"
+    assert config_files.resolve("default", {"env": "CartPole-v1"}).recurrent == ""
+
+
+def test_an_explicit_empty_wrapper_flag_overrides_a_files_wrapper(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('["CartPole-v1"]\nenv_wrapper = "mask-velocity"\n\n["CartPole-v1+mask-velocity"]\n'
+                    'recurrent = "lstm"\n')
+    assert config_files.resolve("default", {"env": "CartPole-v1"}, path).recurrent == "lstm"
+    plain = config_files.resolve("default", {"env": "CartPole-v1", "env_wrapper": ""}, path)
+    assert plain.env_wrapper == "" and plain.recurrent == ""

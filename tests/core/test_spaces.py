@@ -212,3 +212,18 @@ def test_a_two_dimensional_continuous_task_is_learned():
                           eval_envs=0, batch_envs=32, segment_length=8, seconds=0, steps=20_000,
                           final_eval_episodes=100, reward_scale=1.0, hidden=(32,), lr=0.01, log_interval=0.5))
     assert result.eval_mean_return >= -0.1, result.eval_mean_return  # ignoring the target: <= -1.71
+
+
+def test_a_log_std_pushed_past_its_bound_is_brought_back_after_each_step():
+    """Clamped only in the forward pass, a parameter past a bound would get no gradient, and stay."""
+    from asynca3c.core.learner import Learner
+    from asynca3c.core.messages import Segment
+    model = ActorCritic(2, 3, (8,), continuous=True)
+    with torch.no_grad():
+        model.log_std.copy_(torch.tensor([9.0, -9.0, 0.5]))
+    learner = Learner(model, Config(batch_envs=4, minibatches=1, epochs=1), torch.device("cpu"))
+    seg = Segment.empty(4, 4, 2, (3,), np.float32)
+    seg.valid[:] = True
+    learner.learn(seg)
+    log_std = learner.model.log_std.detach()
+    assert log_std[0] <= 2.0 and log_std[1] >= -5.0 and -5.0 < log_std[2] < 2.0

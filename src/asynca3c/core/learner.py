@@ -69,6 +69,7 @@ class Learner:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
             if math.isfinite(grad_norm):
                 self.optimizer.step()
+                self.model.keep_in_bounds()
                 self.version += 1
                 self.nonfinite_in_a_row = 0
                 return grad_norm, True

@@ -122,6 +122,13 @@ class ActorCritic(nn.Module):
         self.obs_center[dims] = self.obs_mean[dims].float()
         self.obs_scale[dims] = (self.obs_var[dims] + 1e-8).rsqrt().float()
 
+    @torch.no_grad()
+    def keep_in_bounds(self) -> None:
+        """Clamp the Gaussian's log-std parameter itself after an optimizer step: clamped only in
+        ``forward``, a parameter past a bound gets no gradient and would stay there for good."""
+        if self.continuous:
+            self.log_std.clamp_(LOG_STD_MIN, LOG_STD_MAX)
+
     def _features(self, obs: torch.Tensor) -> torch.Tensor:
         x = (obs - self.obs_center) * self.obs_scale
         if self.running_norm:

@@ -56,4 +56,10 @@ def wrap_vector(envs: gym.vector.VectorEnv, name: str, env_id: str) -> gym.vecto
     if not name:
         return envs
     single, idx = _kept(envs, envs.single_observation_space, name, env_id)
-    return TransformVectorObservation(envs, lambda obs: obs[:, idx], batch_space(single, envs.num_envs), single)
+    func, space = (lambda obs: obs[:, idx]), batch_space(single, envs.num_envs)
+    try:
+        return TransformVectorObservation(envs, func, space, single)
+    except TypeError:  # gymnasium 1.0: the wrapper takes no single space; set it afterwards
+        wrapped = TransformVectorObservation(envs, func, space)
+        wrapped.single_observation_space = single
+        return wrapped

@@ -298,8 +298,9 @@ class Trainer:
         A recurrent policy remembers each caller's episode under ``session`` (any hashable key, e.g.
         a client id), which it then needs: the first call of a session starts from an episode's
         initial state, each later one continues it; ``end_session(key)`` when the episode ends.
-        At most ``MAX_SESSIONS`` are kept (the least recently used is forgotten). A feed-forward
-        policy ignores ``session``."""
+        At most ``MAX_SESSIONS`` are kept (the least recently used is forgotten). One call at a
+        time per session: two overlapping calls would both continue from the same state. A
+        feed-forward policy ignores ``session``."""
         run = self._run
         if run is None or self._closed:
             raise TrainerClosed("the trainer is not running: act() works inside 'async with Trainer(...)'")
@@ -317,8 +318,8 @@ class Trainer:
                 action = actions.greedy(params)[0]
             else:
                 action, _, _, next_state = await predictor.choose(row, 0.0, state)
-        if next_state is not None:  # a recurrent policy's
-            self._sessions[session] = next_state
+        if next_state is not None:  # a recurrent policy's (a copy: the predictor's rows view its whole batch)
+            self._sessions[session] = next_state.copy()
             self._sessions.move_to_end(session)
             while len(self._sessions) > MAX_SESSIONS:
                 self._sessions.popitem(last=False)
