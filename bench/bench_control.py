@@ -17,7 +17,14 @@ mean) about once a second. Writes results.json, results.md and, with
 matplotlib, curves.png (median and 25th-75th percentile band per system).
 
     python bench/bench_control.py --task lunarlander --seeds 3 --seconds 300 [--systems asynca3c] \
-        [--set FIELD=JSON ...] [--threshold X] [--no-until-solved] [--out bench/results/control/lunarlander]
+        [--set FIELD=JSON ...] [--threshold X] [--no-until-solved] [--peer-seconds S] [--peer-until-solved] \
+        [--out bench/results/control/lunarlander]
+
+A threshold counts as confirmed when asynca3c's 100 fresh episodes at the end
+of the run average at least the threshold: with ``--no-until-solved`` that is
+the policy the budget ends with, so "confirmed within the budget" means
+exactly that. The peer can be given its own budget and stopping rule
+(``--peer-seconds 900 --peer-until-solved``), to time how long it takes.
 """
 
 from __future__ import annotations
@@ -131,7 +138,8 @@ def run_peer(task: dict, seed: int, seconds: float, threshold: float | None, unt
 def summary(runs: list[dict], systems: list[str]) -> str:
     """One row per system: runs that reached the threshold, median [min, max] time and steps to it."""
     lines = ["| system | reached | median s to threshold [range] | median steps to threshold | "
-             "median final last-100 mean | fresh episodes at the end, per seed |", "|---|---:|---:|---:|---:|---|"]
+             "median final last-100 mean | fresh episodes at the end, per seed | confirmed at the end |",
+             "|---|---:|---:|---:|---:|---|---:|"]
     for name in systems:
         rs = [r for r in runs if r["system"] == name]
         t = [r["solved_after_seconds"] if r["solved_after_seconds"] is not None else math.inf for r in rs]
@@ -139,8 +147,16 @@ def summary(runs: list[dict], systems: list[str]) -> str:
         lines.append(f"| {name} | {sum(math.isfinite(x) for x in t)}/{len(rs)} | {_fmt(statistics.median(t))} "
                      f"[{_fmt(min(t))}, {_fmt(max(t))}] | {_fmt(statistics.median(st), ',.0f')} | "
                      f"{_fmt(statistics.median(r['final_window_mean'] for r in rs), '.1f')} | "
-                     f"{', '.join(_fmt(r.get('fresh_eval_mean')) for r in rs)} |")
+                     f"{', '.join(_fmt(r.get('fresh_eval_mean')) for r in rs)} | {_confirmed(rs)} |")
     return "\n".join(lines)
+
+
+def _confirmed(runs: list[dict]) -> str:
+    """Runs whose fresh episodes at the end reached the threshold, of those that played them."""
+    judged = [r for r in runs if r.get("fresh_eval_mean") is not None and r["reward_threshold"] is not None]
+    if not judged:
+        return "-"
+    return f"{sum(r['fresh_eval_mean'] >= r['reward_threshold'] for r in judged)}/{len(judged)}"
 
 
 def main(argv=None) -> int:
@@ -154,9 +170,15 @@ def main(argv=None) -> int:
                    help="return to reach (default: the task's, else the env spec's reward_threshold)")
     p.add_argument("--until-solved", action=argparse.BooleanOptionalAction, default=True,
                    help="stop a run when it reaches the threshold (default); --no-until-solved runs the budget")
+    p.add_argument("--peer-seconds", type=float, default=None, help="the peer's budget (default --seconds)")
+    p.add_argument("--peer-until-solved", action=argparse.BooleanOptionalAction, default=None,
+                   help="the peer's stopping rule (default: as --until-solved)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="override an asynca3c config field, e.g. --set lr=0.001 (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="default bench/results/control/TASK")
+    p.add_argument("--append", action="store_true",
+                   help="add these seeds' runs to OUT/results.json's (same task and --set overrides), so a long "
+                        "benchmark can be run a few seeds at a time; the table and curves cover them all")
     args = p.parse_args(argv)
     task = TASKS[args.task]
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -164,20 +186,30 @@ def main(argv=None) -> int:
         p.error(f"--systems {args.systems!r}: a comma-separated list of asynca3c and peer")
     overrides = {name: json.loads(value) for name, _, value in (item.partition("=") for item in args.set)}
     threshold = args.threshold if args.threshold is not None else task["threshold"]
+    peer_seconds = args.peer_seconds if args.peer_seconds is not None else args.seconds
+    peer_until_solved = args.peer_until_solved if args.peer_until_solved is not None else args.until_solved
     out = args.out or Path("bench/results/control") / args.task
     out.mkdir(parents=True, exist_ok=True)
 
     runs = []
+    if args.append and (out / "results.json").exists():
+        before = json.loads((out / "results.json").read_text())
+        if before["task"] != args.task or before.get("overrides", {}) != overrides:
+            p.error(f"--append: {out}/results.json holds task {before['task']!r} with overrides "
+                    f"{before.get('overrides')}, not {args.task!r} with {overrides}")
+        runs = before["runs"]
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name in systems if seed % 2 == 0 else systems[::-1]:
             r = (run_asynca3c(task, seed, args.seconds, threshold, args.until_solved, overrides) if name == "asynca3c"
-                 else run_peer(task, seed, args.seconds, threshold, args.until_solved))
+                 else run_peer(task, seed, peer_seconds, threshold, peer_until_solved))
             runs.append(r)
             print(f"seed {seed} {r['system']:17s} threshold {_fmt(r['solved_after_seconds'])} s "
                   f"{_fmt(r['solved_after_steps'], ',.0f')} steps; after {r['seconds']:.0f} s, "
                   f"{r['env_steps']:,} steps: last-100 mean {r['final_window_mean']:.1f}", flush=True)
             (out / "results.json").write_text(json.dumps(
                 {"task": args.task, "env": task["env"], "threshold": threshold, "seconds": args.seconds,
+                 "peer_seconds": peer_seconds, "until_solved": args.until_solved,
+                 "peer_until_solved": peer_until_solved,
                  "overrides": overrides, "machine": {"python": sys.version.split()[0],
                                                      "platform": platform.platform()},
                  "runs": runs}, indent=2, default=str) + "\n")  # after every run: a long bench keeps what it did
@@ -185,8 +217,17 @@ def main(argv=None) -> int:
     table = summary(runs, names)
     print(table)
     sets = "".join(f" --set {item}" for item in args.set)
-    (out / "results.md").write_text(f"Command: python bench/bench_control.py --task {args.task} --seeds {args.seeds} "
-                                    f"--seconds {args.seconds:g} --systems {args.systems}{sets}\n\n{table}\n")
+    flags = "" if args.until_solved else " --no-until-solved"
+    if args.peer_seconds is not None:
+        flags += f" --peer-seconds {args.peer_seconds:g}"
+    if args.peer_until_solved is not None:
+        flags += " --peer-until-solved" if args.peer_until_solved else " --no-peer-until-solved"
+    first = f" --first-seed {args.first_seed}" if args.first_seed else ""
+    if args.append:
+        flags += " --append"
+    (out / "results.md").write_text(f"Command: python bench/bench_control.py --task {args.task} --seeds {args.seeds}"
+                                    f"{first} --seconds {args.seconds:g} --systems {args.systems}{flags}{sets}\n\n"
+                                    f"{table}\n")
     _plot(runs, names, out / "curves.png", f"{args.task} ({task['env']})", threshold)
     print(f"wrote {out}/results.json, results.md")
     return 0

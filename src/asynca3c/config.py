@@ -105,6 +105,9 @@ class Config:
     queue_size: int = _f(2, "bound of the queue, in agent messages (segments, or n-step sample batches); agents "
                                 "wait when it is full, which bounds the policy lag")
     lr: float = _f(0.003, "learning rate")
+    lr_schedule: str = _f("constant", "'constant', or 'linear': lr falls linearly to 0 over the run's budget (by "
+                                      "the larger spent fraction of seconds and steps; steps alone in the "
+                                      "deterministic mode), so the policy the run ends with settles")
     rmsprop_alpha: float = _f(0.99, "RMSprop smoothing constant (decay)")
     rmsprop_eps: float = _f(1e-5, "RMSprop epsilon")
     value_coef: float = _f(0.5, "c_v: weight of the value loss")
@@ -198,6 +201,10 @@ class Config:
         need(self.learner in ("process", "thread"), "learner", "process or thread")
         need(self.algorithm in ("nstep", "vtrace"), "algorithm", "nstep or vtrace")
         need(self.optimizer in ("rmsprop", "adam"), "optimizer", "rmsprop or adam")
+        need(self.lr_schedule in ("constant", "linear"), "lr_schedule", "constant or linear")
+        if self.lr_schedule == "linear":
+            need(self.steps > 0 if self.deterministic else (self.seconds > 0 or self.steps > 0), "lr_schedule",
+                 "'linear' only with a budget to decay over: steps > 0 (in the deterministic mode) or seconds > 0")
         need(self.env_faults in ("auto", "fail", "restart"), "env_faults", "auto, fail or restart")
         need(self.recurrent in ("", "lstm", "gru"), "recurrent", "'', lstm or gru")
         need(not self.recurrent or self.algorithm == "vtrace", "recurrent",

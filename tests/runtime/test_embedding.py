@@ -122,10 +122,10 @@ def test_cancel_while_a_minimize_step_is_in_its_executor(assert_nothing_left, ru
     in_step = threading.Event()
     plain_learn = Learner.learn
 
-    def slow_learn(self, batch):
+    def slow_learn(self, batch, lr_factor=1.0):
         in_step.set()
         time.sleep(0.3)
-        return plain_learn(self, batch)
+        return plain_learn(self, batch, lr_factor)
 
     monkeypatch.setattr(Learner, "learn", slow_learn)
 

@@ -77,6 +77,13 @@ class Learner:
         self._skip(f"loss {float(total.detach())!r}, gradient norm {grad_norm!r}")
         return grad_norm, False
 
+    def _set_lr(self, factor: float) -> None:
+        """The configured lr times ``factor`` (the schedule's, in [0, 1]) for the steps that follow."""
+        if not (isinstance(factor, (int, float)) and 0.0 <= factor <= 1.0):
+            raise ValueError(f"lr factor {factor!r} is not a number in [0, 1]")
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * factor
+
     def _skip(self, what: str) -> None:
         """Count a step not taken for non-finite numbers; too many in a row end the run."""
         self.nonfinite_in_a_row += 1
@@ -86,10 +93,12 @@ class Learner:
                 f"of policy version {self.version}, the last good one, were kept: lower lr or reward_scale, or "
                 "look for non-finite rewards or observations")
 
-    def step(self, batch: SampleBatch) -> tuple[StepStats, list[torch.Tensor]]:
-        """One minimize step on ``batch`` of n-step samples; returns its stats and the new weights."""
+    def step(self, batch: SampleBatch, lr_factor: float = 1.0) -> tuple[StepStats, list[torch.Tensor]]:
+        """One minimize step on ``batch`` of n-step samples at ``lr_factor`` times the configured lr;
+        returns its stats and the new weights."""
         cfg, dev = self.config, self.device
         with self.lock:
+            self._set_lr(lr_factor)
             b = len(batch)
             obs = torch.from_numpy(np.concatenate([batch.obs, batch.boot_obs])).to(dev)
             self.model.update_obs_stats(obs[:b])
@@ -109,11 +118,13 @@ class Learner:
                               lag_max=float(lag.max()))
             return stats, self.cpu_weights()
 
-    def learn(self, seg: Segment) -> tuple[StepStats, list[torch.Tensor]]:
+    def learn(self, seg: Segment, lr_factor: float = 1.0) -> tuple[StepStats, list[torch.Tensor]]:
         """``epochs`` passes of ``minibatches`` gradient steps over a batch of segments, with V-trace
-        targets and importance weights recomputed by the current network before every pass."""
+        targets and importance weights recomputed by the current network before every pass; at
+        ``lr_factor`` times the configured lr."""
         cfg, dev = self.config, self.device
         with self.lock:
+            self._set_lr(lr_factor)
             T, E = seg.reward.shape
             obs = torch.from_numpy(seg.obs).to(dev)
             self.model.update_obs_stats(obs[:T].reshape(T * E, -1))  # row T is the next segment's row 0

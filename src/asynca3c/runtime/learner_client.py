@@ -53,12 +53,15 @@ class LearnerClient(Protocol):
 
     async def start(self) -> None: ...
 
-    async def step(self, batch: SampleBatch) -> tuple[StepStats, Sequence[np.ndarray | torch.Tensor]]:
-        """One minimize step; its stats and the new weights (CPU)."""
+    async def step(self, batch: SampleBatch, lr_factor: float = 1.0) -> tuple[StepStats,
+                                                                             Sequence[np.ndarray | torch.Tensor]]:
+        """One minimize step at ``lr_factor`` times the configured lr; its stats and the new weights (CPU)."""
         ...
 
-    async def learn(self, batch: Segment) -> tuple[StepStats, Sequence[np.ndarray | torch.Tensor]]:
-        """Epochs of minibatch steps with V-trace targets on a batch of segments; stats and new weights."""
+    async def learn(self, batch: Segment, lr_factor: float = 1.0) -> tuple[StepStats,
+                                                                          Sequence[np.ndarray | torch.Tensor]]:
+        """Epochs of minibatch steps with V-trace targets on a batch of segments (at ``lr_factor`` times the
+        configured lr); stats and new weights."""
         ...
 
     async def state(self) -> dict:
@@ -121,13 +124,13 @@ class ProcessLearner:
             await self.aclose()
             raise
 
-    async def step(self, batch: SampleBatch) -> tuple[StepStats, list[np.ndarray]]:
+    async def step(self, batch: SampleBatch, lr_factor: float = 1.0) -> tuple[StepStats, list[np.ndarray]]:
         """One minimize step; its stats and the new weights."""
-        return await self._request("step", batch)
+        return await self._request("step", (batch, lr_factor))
 
-    async def learn(self, batch: Segment) -> tuple[StepStats, list[np.ndarray]]:
+    async def learn(self, batch: Segment, lr_factor: float = 1.0) -> tuple[StepStats, list[np.ndarray]]:
         """Epochs of minibatch steps on a batch of segments; their stats and the new weights."""
-        return await self._request("learn", batch)
+        return await self._request("learn", (batch, lr_factor))
 
     async def state(self) -> dict:
         """Model and optimizer state (CPU tensors) and the version."""
@@ -244,11 +247,11 @@ class RestartingLearner:
         await self._worker.start()
         self._held = await self._worker.state()
 
-    async def step(self, batch: SampleBatch):
-        return self._seen(await self._call("step", batch))
+    async def step(self, batch: SampleBatch, lr_factor: float = 1.0):
+        return self._seen(await self._call("step", (batch, lr_factor)))
 
-    async def learn(self, batch: Segment):
-        return self._seen(await self._call("learn", batch))
+    async def learn(self, batch: Segment, lr_factor: float = 1.0):
+        return self._seen(await self._call("learn", (batch, lr_factor)))
 
     async def state(self) -> dict:
         return await self._call("state", None)
@@ -319,13 +322,13 @@ class ThreadLearner:
     async def _call(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def step(self, batch: SampleBatch) -> tuple[StepStats, list[torch.Tensor]]:
+    async def step(self, batch: SampleBatch, lr_factor: float = 1.0) -> tuple[StepStats, list[torch.Tensor]]:
         assert self.learner is not None, "start() first"
-        return await self._call(self.learner.step, batch)
+        return await self._call(self.learner.step, batch, lr_factor)
 
-    async def learn(self, batch: Segment) -> tuple[StepStats, list[torch.Tensor]]:
+    async def learn(self, batch: Segment, lr_factor: float = 1.0) -> tuple[StepStats, list[torch.Tensor]]:
         assert self.learner is not None, "start() first"
-        return await self._call(self.learner.learn, batch)
+        return await self._call(self.learner.learn, batch, lr_factor)
 
     async def state(self) -> dict:
         assert self.learner is not None, "start() first"

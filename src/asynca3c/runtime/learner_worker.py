@@ -37,7 +37,8 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             elif learner is None:
                 raise RuntimeError(f"learner request {op!r} before 'init'")
             elif op in ("step", "learn"):
-                stats, weights = (learner.step if op == "step" else learner.learn)(arg)
+                batch, lr_factor = arg
+                stats, weights = (learner.step if op == "step" else learner.learn)(batch, lr_factor)
                 reply = (stats, [w.numpy() for w in weights])
             elif op == "state":
                 reply = learner.state()

@@ -41,6 +41,12 @@ class Progress:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start + self.offset
 
+    def budget_spent(self, seconds: float, steps: int) -> float:
+        """The fraction of the run's budget spent, in [0, 1]: the larger one of the seconds and the env
+        steps (a budget of 0 is no limit and counts as nothing spent)."""
+        spent = max(self.elapsed() / seconds if seconds > 0 else 0.0, self.env_steps / steps if steps > 0 else 0.0)
+        return min(1.0, max(0.0, spent))
+
     #: What a checkpoint keeps so a resumed run continues its counters and its solve window.
     _KEPT = ("env_steps", "episodes", "updates", "samples_trained", "lag_sum", "eval_episodes",
              "solved_after_seconds", "solved_after_steps", "nonfinite_steps", "env_faults", "learner_restarts")

@@ -44,7 +44,7 @@ from asynca3c.runtime.looplag import LoopLag
 from asynca3c.runtime.metrics import MetricsHub
 from asynca3c.runtime.predictor import Predictor
 from asynca3c.runtime.progress import Progress
-from asynca3c.runtime.updates import STOP, DirectLearning, segment_update_task, update_task
+from asynca3c.runtime.updates import STOP, DirectLearning, lr_factor, segment_update_task, update_task
 
 
 @dataclass
@@ -166,6 +166,7 @@ class TrainingRun:
         self.predictor = Predictor(copy.deepcopy(model), self.actions, seed=cfg.seed + 7)
         self.progress = Progress(cfg.solve_window, threshold,
                                  on_solved=(lambda: stop.reached("solved")) if cfg.until_solved else None)
+        self.lr = lr_factor(cfg.lr_schedule, self.progress, 0.0 if cfg.deterministic else cfg.seconds, cfg.steps)
         self.learner: LearnerClient = make_learner(model, cfg, device, on_restart=self._count_restart)
         self.queue: asyncio.Queue = asyncio.Queue(cfg.queue_size)
         restart = cfg.env_faults == "restart" or (cfg.env_faults == "auto" and source.restarts_by_default)
@@ -325,8 +326,10 @@ class TrainingRun:
     def _update_task(self):
         cfg = self.config
         if cfg.algorithm == "vtrace":
-            return segment_update_task(self.queue, self.learner, self.predictor, self.progress, cfg.batch_envs)
-        return update_task(self.queue, self.learner, self.predictor, self.progress, cfg.min_batch, cfg.max_batch)
+            return segment_update_task(self.queue, self.learner, self.predictor, self.progress, cfg.batch_envs,
+                                       self.lr)
+        return update_task(self.queue, self.learner, self.predictor, self.progress, cfg.min_batch, cfg.max_batch,
+                           self.lr)
 
     def _make_agents(self) -> list[Agent | SegmentAgent | AsyncEnvAgents]:
         """The exploring agents (epsilon per agent) and the evaluation agent (no epsilon)."""
@@ -334,7 +337,7 @@ class TrainingRun:
         # A resumed run's environments start from new seeds, not from its first episodes again.
         entropy = [cfg.seed, progress.env_steps] if progress.env_steps else cfg.seed
         seeds = np.random.SeedSequence(entropy).generate_state(cfg.agents + 1)
-        outbox: Outbox = (DirectLearning(self.learner, self.predictor, progress, cfg.batch_envs)
+        outbox: Outbox = (DirectLearning(self.learner, self.predictor, progress, cfg.batch_envs, self.lr)
                           if cfg.deterministic else self.queue)
         common: dict[str, Any] = dict(
             encoder=self.encode, policy=self.predictor, n_step=cfg.n_step, gamma=cfg.gamma, progress=progress,

@@ -10,6 +10,7 @@ n-step samples are trained on in batches of whatever is queued (between ``min_ba
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from asynca3c.core.messages import SampleBatch, Segment
 from asynca3c.runtime.learner_client import LearnerClient
@@ -18,6 +19,19 @@ from asynca3c.runtime.progress import Progress
 
 #: Put on the queue (once per update task) after the agents stopped: train what is left, then return.
 STOP = None
+
+#: The factor of the configured learning rate for the next update (``lr_factor``).
+LrFactor = Callable[[], float]
+
+
+def lr_factor(schedule: str, progress: Progress, seconds: float, steps: int) -> LrFactor:
+    """'constant': always 1; 'linear': the fraction of the budget (``seconds`` and ``steps``, 0 for none)
+    still to go, so the last updates are small ones."""
+    if schedule == "constant":
+        return lambda: 1.0
+    if schedule == "linear":
+        return lambda: 1.0 - progress.budget_spent(seconds, steps)
+    raise ValueError(f"lr_schedule {schedule!r}: constant or linear")
 
 
 async def _collect(queue: asyncio.Queue, min_batch: int, max_batch: int) -> tuple[list[SampleBatch], bool]:
@@ -36,13 +50,13 @@ async def _collect(queue: asyncio.Queue, min_batch: int, max_batch: int) -> tupl
 
 
 async def update_task(queue: asyncio.Queue, learner: LearnerClient, predictor: Predictor,
-                      progress: Progress, min_batch: int, max_batch: int) -> None:
+                      progress: Progress, min_batch: int, max_batch: int, lr: LrFactor) -> None:
     stopped = False
     while not stopped:
         batches, stopped = await _collect(queue, min_batch, max_batch)
         if not batches:
             continue
-        stats, weights = await learner.step(SampleBatch.concat(batches))
+        stats, weights = await learner.step(SampleBatch.concat(batches), lr())
         predictor.set_weights(weights, stats.version)
         progress.add_update(stats)
 
@@ -69,30 +83,32 @@ class SegmentBatcher:
         return batches
 
 
-async def learn_and_publish(batch: Segment, learner: LearnerClient, predictor: Predictor, progress: Progress) -> None:
-    stats, weights = await learner.learn(batch)
+async def learn_and_publish(batch: Segment, learner: LearnerClient, predictor: Predictor, progress: Progress,
+                            lr: LrFactor) -> None:
+    stats, weights = await learner.learn(batch, lr())
     predictor.set_weights(weights, stats.version)
     progress.add_update(stats)
 
 
 async def segment_update_task(queue: asyncio.Queue, learner: LearnerClient, predictor: Predictor,
-                              progress: Progress, batch_envs: int) -> None:
+                              progress: Progress, batch_envs: int, lr: LrFactor) -> None:
     """Until STOP: full batches of ``batch_envs`` columns to the learner (a part-filled one at STOP is dropped:
     every gradient step sees the same number of samples)."""
     batcher = SegmentBatcher(batch_envs)
     while (item := await queue.get()) is not STOP:
         for batch in batcher.add(item):
-            await learn_and_publish(batch, learner, predictor, progress)
+            await learn_and_publish(batch, learner, predictor, progress, lr)
 
 
 class DirectLearning:
     """The deterministic mode's outbox: a full batch is trained on before the agent takes its next step,
     so acting and learning never overlap and updates land in a fixed order."""
 
-    def __init__(self, learner: LearnerClient, predictor: Predictor, progress: Progress, batch_envs: int):
-        self.learner, self.predictor, self.progress = learner, predictor, progress
+    def __init__(self, learner: LearnerClient, predictor: Predictor, progress: Progress, batch_envs: int,
+                 lr: LrFactor):
+        self.learner, self.predictor, self.progress, self.lr = learner, predictor, progress, lr
         self.batcher = SegmentBatcher(batch_envs)
 
     async def put(self, segment: Segment) -> None:
         for batch in self.batcher.add(segment):
-            await learn_and_publish(batch, self.learner, self.predictor, self.progress)
+            await learn_and_publish(batch, self.learner, self.predictor, self.progress, self.lr)
