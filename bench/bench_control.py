@@ -159,6 +159,21 @@ def _confirmed(runs: list[dict]) -> str:
     return f"{sum(r['fresh_eval_mean'] >= r['reward_threshold'] for r in judged)}/{len(judged)}"
 
 
+def _append_problem(before: dict, header: dict, systems: list[str], seeds) -> str | None:
+    """Why these runs cannot join ``before``'s (other settings, or a system and seed it already has), or
+    None. Settings an older file did not record are not compared."""
+    for key, value in header.items():
+        if key in before and before[key] != value:
+            return f"it was run with {key}={before[key]!r}, this run has {value!r}"
+    names = {"asynca3c": "asynca3c", "peer": TASKS[header["task"]]["peer"]}
+    have = {(r["system"], r["seed"]) for r in before["runs"]}
+    for name in systems:
+        for seed in seeds:
+            if (names[name], seed) in have:
+                return f"it already holds {names[name]} seed {seed} (pick other seeds with --first-seed)"
+    return None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", choices=list(TASKS), required=True)
@@ -192,12 +207,17 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     runs = []
+    header = {"task": args.task, "threshold": threshold, "overrides": overrides, "seconds": args.seconds,
+              "until_solved": args.until_solved}
+    if "peer" in systems:
+        header.update(peer_seconds=peer_seconds, peer_until_solved=peer_until_solved)
     if args.append and (out / "results.json").exists():
         before = json.loads((out / "results.json").read_text())
-        if before["task"] != args.task or before.get("overrides", {}) != overrides:
-            p.error(f"--append: {out}/results.json holds task {before['task']!r} with overrides "
-                    f"{before.get('overrides')}, not {args.task!r} with {overrides}")
+        problem = _append_problem(before, header, systems, range(args.first_seed, args.first_seed + args.seeds))
+        if problem:
+            p.error(f"--append to {out}/results.json: {problem}")
         runs = before["runs"]
+        header = {**{k: before[k] for k in ("peer_seconds", "peer_until_solved") if k in before}, **header}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name in systems if seed % 2 == 0 else systems[::-1]:
             r = (run_asynca3c(task, seed, args.seconds, threshold, args.until_solved, overrides) if name == "asynca3c"
@@ -207,11 +227,8 @@ def main(argv=None) -> int:
                   f"{_fmt(r['solved_after_steps'], ',.0f')} steps; after {r['seconds']:.0f} s, "
                   f"{r['env_steps']:,} steps: last-100 mean {r['final_window_mean']:.1f}", flush=True)
             (out / "results.json").write_text(json.dumps(
-                {"task": args.task, "env": task["env"], "threshold": threshold, "seconds": args.seconds,
-                 "peer_seconds": peer_seconds, "until_solved": args.until_solved,
-                 "peer_until_solved": peer_until_solved,
-                 "overrides": overrides, "machine": {"python": sys.version.split()[0],
-                                                     "platform": platform.platform()},
+                {"peer_seconds": peer_seconds, "peer_until_solved": peer_until_solved, **header, "env": task["env"],
+                 "machine": {"python": sys.version.split()[0], "platform": platform.platform()},
                  "runs": runs}, indent=2, default=str) + "\n")  # after every run: a long bench keeps what it did
     names = list(dict.fromkeys(r["system"] for r in runs))
     table = summary(runs, names)
@@ -224,7 +241,8 @@ def main(argv=None) -> int:
         flags += " --peer-until-solved" if args.peer_until_solved else " --no-peer-until-solved"
     first = f" --first-seed {args.first_seed}" if args.first_seed else ""
     if args.append:
-        flags += " --append"
+        seeds = sorted({r["seed"] for r in runs})
+        flags += f" --append (the table covers every run in results.json: seeds {seeds[0]}-{seeds[-1]})"
     (out / "results.md").write_text(f"Command: python bench/bench_control.py --task {args.task} --seeds {args.seeds}"
                                     f"{first} --seconds {args.seconds:g} --systems {args.systems}{flags}{sets}\n\n"
                                     f"{table}\n")

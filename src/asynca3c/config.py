@@ -204,7 +204,8 @@ class Config:
         need(self.lr_schedule in ("constant", "linear"), "lr_schedule", "constant or linear")
         if self.lr_schedule == "linear":
             need(self.steps > 0 if self.deterministic else (self.seconds > 0 or self.steps > 0), "lr_schedule",
-                 "'linear' only with a budget to decay over: steps > 0 (in the deterministic mode) or seconds > 0")
+                 "'linear' only with a budget to decay over: steps > 0 (in the deterministic mode) or seconds > 0; "
+                 "or lr_schedule='constant'")
         need(self.env_faults in ("auto", "fail", "restart"), "env_faults", "auto, fail or restart")
         need(self.recurrent in ("", "lstm", "gru"), "recurrent", "'', lstm or gru")
         need(not self.recurrent or self.algorithm == "vtrace", "recurrent",

@@ -335,7 +335,7 @@ class _Policy:
 
         self.actions, self.fail = DiscreteActions(2), fail
 
-    async def choose(self, obs, eps):
+    async def choose(self, obs, eps, state=None):
         if self.fail:
             raise LearnerError("the network gave non-finite action parameters")
         return 0, 0.0, 0, None

@@ -46,41 +46,87 @@ class RememberEnv(gym.Env):
 gym.register("asynca3c-test/Remember-v0", entry_point=RememberEnv)
 
 
+class AsyncRemember:
+    """RememberEnv (random lengths) with coroutine ``reset``/``step``, for AsyncEnvAgents."""
+
+    observation_space = RememberEnv.observation_space
+    action_space = RememberEnv.action_space
+
+    def __init__(self):
+        self.env = RememberEnv(random_length=True)
+
+    async def reset(self, seed=None):
+        return self.env.reset(seed=seed)
+
+    async def step(self, action):
+        await asyncio.sleep(0)  # the envs' coroutines interleave
+        return self.env.step(action)
+
+
 class RecordingPredictor(Predictor):
-    """The real predictor, noting every (observation, state) row it is asked about; stops the agent after
-    ``calls`` requests."""
+    """The real predictor, noting every (observation rows, state rows) it is asked about (``state`` None: an
+    async env's episode start); stops the agent after ``calls`` requests. A vector agent asks through
+    ``infer_recurrent``, an async env's coroutine through ``choose``."""
 
     def __init__(self, model, actions, calls: int):
         super().__init__(model, actions)
         self.calls, self.seen, self.agent = calls, [], None
 
-    async def infer_recurrent(self, obs, state):
-        self.seen.append((obs.copy(), state.copy()))
+    def _note(self, obs, state) -> None:
+        self.seen.append((obs.copy(), None if state is None else state.copy()))
         if len(self.seen) == self.calls:
             self.agent.stop()
+
+    async def infer_recurrent(self, obs, state):
+        self._note(obs, state)
         return await super().infer_recurrent(obs, state)
 
+    async def choose(self, row, epsilon, state=None):
+        self._note(row, state)
+        return await super().choose(row, epsilon, state)
 
-def ship(model: ActorCritic, calls: int, T: int = 5, envs: int = 3):
-    """Run a SegmentAgent on random-length Remember episodes; its segments and the predictor's log."""
+
+def ship(model: ActorCritic, calls: int, T: int = 5, envs: int = 3, source: str = "vector"):
+    """Run a SegmentAgent on a vector of random-length Remember episodes (or, ``source='async'``,
+    AsyncEnvAgents on as many async ones); its segments and the predictor's log."""
+    from asynca3c.runtime.async_agents import AsyncEnvAgents
+
     env_id, kwargs = "asynca3c-test/Remember-v0", {"random_length": True}
     spec = inspect_env(env_id, kwargs)
     predictor = RecordingPredictor(model, actions_for(spec), calls)
     queue: asyncio.Queue = asyncio.Queue()
-    agent = SegmentAgent(envs=make_vector_env(env_id, envs, kwargs), encoder=ObsEncoder(spec), policy=predictor,
-                         actions=actions_for(spec), queue=queue, epsilon=EpsilonSchedule(0.0, 0.0, 0),
-                         progress=Progress(100, None), seed=3, segment_length=T)
+    common = dict(encoder=ObsEncoder(spec), policy=predictor, queue=queue, epsilon=EpsilonSchedule(0.0, 0.0, 0),
+                  progress=Progress(100, None), seed=3, segment_length=T)
+    agent: SegmentAgent | AsyncEnvAgents = (
+        SegmentAgent(envs=make_vector_env(env_id, envs, kwargs), actions=actions_for(spec), **common)
+        if source == "vector" else
+        AsyncEnvAgents(envs=[AsyncRemember() for _ in range(envs)], n_step=5, gamma=0.99, **common))
     predictor.agent = agent
-
-    async def main():
-        serving = asyncio.create_task(predictor.run())
-        try:
-            await agent.run()
-        finally:
-            serving.cancel()
-
-    asyncio.run(main())
+    asyncio.run(serve(predictor, agent))
     return [queue.get_nowait() for _ in range(queue.qsize())], predictor.seen
+
+
+async def serve(predictor: Predictor, agent) -> None:
+    """Run ``agent`` (until it is stopped) with ``predictor`` answering it."""
+    serving = asyncio.create_task(predictor.run())
+    try:
+        await agent.run()
+    finally:
+        serving.cancel()
+
+
+def assert_unroll_matches_behaviour(model: ActorCritic, segs) -> None:
+    """Behaviour log-probabilities (no epsilon, unchanged weights) must equal the learner's unroll from each
+    segment's state0: any state reset in another place, or a wrong start state, changes them."""
+    for seg in segs:
+        T, E = seg.reward.shape
+        assert seg.state0.shape == (1, E, model.state_size)
+        with torch.no_grad():
+            out, _ = model.unroll(torch.from_numpy(seg.obs), torch.from_numpy(seg.state0[0]),
+                                  torch.from_numpy(seg.valid))
+            logp, _ = model.log_prob_entropy(out[:T * E], torch.from_numpy(seg.action).reshape(-1))
+        np.testing.assert_allclose(logp.view(T, E).numpy()[seg.valid], seg.behaviour_logp[seg.valid], atol=1e-5)
+    assert any((s.state0 != 0).any() for s in segs)  # segments start mid-episode with a carried state
 
 
 @pytest.mark.parametrize("core", ["lstm", "gru"])
@@ -100,21 +146,10 @@ def test_the_state_is_zero_exactly_at_each_episodes_first_observation(core):
 
 @pytest.mark.parametrize("core", ["lstm", "gru"])
 def test_the_learners_unroll_recomputes_what_the_agent_acted_on(core):
-    """Behaviour log-probabilities (no epsilon, unchanged weights) must equal the learner's: any state
-    reset in another place, or a wrong segment start state, changes them."""
     torch.manual_seed(1)
     model = ActorCritic(2, 2, (8,), core=core, core_size=6)
     segs, _ = ship(model, calls=80)
-    for seg in segs:
-        T, E = seg.reward.shape
-        assert seg.state0.shape == (1, E, model.state_size)
-        with torch.no_grad():
-            out, _ = model.unroll(torch.from_numpy(seg.obs), torch.from_numpy(seg.state0[0]),
-                                  torch.from_numpy(seg.valid))
-            logp, _ = model.log_prob_entropy(out[:T * E], torch.from_numpy(seg.action).reshape(-1))
-        logp = logp.view(T, E).numpy()
-        np.testing.assert_allclose(logp[seg.valid], seg.behaviour_logp[seg.valid], atol=1e-5)
-    assert any((s.state0 != 0).any() for s in segs)  # segments start mid-episode with a carried state
+    assert_unroll_matches_behaviour(model, segs)
 
 
 def test_unroll_matches_stepping_one_row_at_a_time():
@@ -210,9 +245,32 @@ def test_act_keeps_one_recurrent_state_per_session(run_on):
     assert all(a in (0, 1) for a in run_on(main()))
 
 
-def test_recurrent_policies_are_refused_with_async_environments():
+def test_async_environments_carry_and_reset_the_state_per_env_and_per_segment():
+    """Each env's coroutine starts every episode from zeros (no state passed) and carries the state
+    otherwise; its segments' state0 lets the learner's unroll recompute the behaviour log-probabilities."""
+    torch.manual_seed(3)
+    model = ActorCritic(2, 2, (8,), core="lstm", core_size=6)
+    segs, seen = ship(model, calls=90, source="async")
+    firsts = 0
+    for obs, state in seen:
+        first = bool(obs[0, 1] == 1.0)
+        firsts += first
+        assert (state is None) == first, (obs, state)
+        assert first or np.abs(state).sum() > 0
+    assert firsts >= 15
+    assert len(segs) >= 10
+    assert_unroll_matches_behaviour(model, segs)
+
+
+def test_a_recurrent_policy_trains_on_async_environments(run_on):
     from latency_env import LatencyCartPole
 
     from asynca3c import Trainer
-    with pytest.raises(ConfigError, match="recurrent='lstm' is not allowed with env_factory"):
-        Trainer(Config(recurrent="lstm"), env_factory=LatencyCartPole)
+
+    async def main():
+        cfg = Config(**{**LSTM_RUN, "envs_per_agent": 8, "batch_envs": 8})
+        return await Trainer(cfg, env_factory=lambda: LatencyCartPole(latency=0.0005)).run(seconds=1.5)
+
+    result = run_on(main())
+    assert result.updates > 0 and result.env_steps > 0
+    assert result.eval_episodes == 4 and result.eval_mean_return >= 8  # the final evaluation played them too

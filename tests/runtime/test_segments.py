@@ -108,7 +108,7 @@ class ChooseStopAfter:
     def __init__(self, calls: int, actions):
         self.calls, self.actions, self.agent = calls, actions, None
 
-    async def choose(self, row, epsilon):
+    async def choose(self, row, epsilon, state=None):
         self.calls -= 1
         if self.calls == 0:
             self.agent.stop()

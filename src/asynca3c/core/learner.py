@@ -101,7 +101,8 @@ class Learner:
             self._set_lr(lr_factor)
             b = len(batch)
             obs = torch.from_numpy(np.concatenate([batch.obs, batch.boot_obs])).to(dev)
-            self.model.update_obs_stats(obs[:b])
+            if lr_factor > 0:  # a step at lr 0 (a schedule's end) changes nothing, the normalizer included
+                self.model.update_obs_stats(obs[:b])
             ret = torch.from_numpy(batch.ret).to(dev)
             discount = torch.from_numpy(batch.discount).to(dev)
             actions = torch.from_numpy(batch.action).to(dev)
@@ -127,7 +128,8 @@ class Learner:
             self._set_lr(lr_factor)
             T, E = seg.reward.shape
             obs = torch.from_numpy(seg.obs).to(dev)
-            self.model.update_obs_stats(obs[:T].reshape(T * E, -1))  # row T is the next segment's row 0
+            if lr_factor > 0:  # a step at lr 0 (a schedule's end) changes nothing, the normalizer included
+                self.model.update_obs_stats(obs[:T].reshape(T * E, -1))  # row T is the next segment's row 0
             actions = torch.from_numpy(seg.action).to(dev)
             mu = torch.from_numpy(seg.behaviour_logp).to(dev)
             valid = torch.from_numpy(seg.valid).to(dev)

@@ -100,7 +100,8 @@ class _NStepRecorder:
     def begin(self, i: int, obs: np.ndarray) -> None:
         self.history[i][self.t[i] % self.R] = (obs, None, None, None)
 
-    def step(self, i, obs, action, logp, version, reward, terminated, truncated, next_obs) -> list:
+    def step(self, i, obs, action, logp, version, reward, terminated, truncated, next_obs, state=None) -> list:
+        """``state`` is ignored: n-step windows carry no recurrent state (the config refuses the pair)."""
         R, h, t = self.R, self.history[i], self.t[i]
         h[t % R] = (obs, action, logp, version)
         h[(t + 1) % R] = (next_obs, None, None, None)
@@ -137,21 +138,28 @@ class _NStepRecorder:
 class _SegmentRecorder:
     """Segments of T steps, one column per env; an env's episode end is followed by an invalid step
     whose next observation is the reset one, exactly the layout a NEXT_STEP-autoreset vector env gives
-    (see ``Segment``), so the learner treats both kinds alike."""
+    (see ``Segment``), so the learner treats both kinds alike. A recurrent policy's state entering a
+    segment's first row is its ``state0``: zeros at a (re)start and after an invalid step, else the state
+    the last action left."""
 
-    def __init__(self, num_envs: int, T: int, action_shape: tuple, action_dtype):
+    def __init__(self, num_envs: int, T: int, action_shape: tuple, action_dtype, state_size: int = 0):
         self.T, self.action_shape, self.action_dtype = T, action_shape, action_dtype
+        self.state_size = state_size
         self.segs: dict[int, Segment] = {}  # env -> the segment it is filling (from begin on)
         self.t = [0] * num_envs
         self.version = [0] * num_envs  # the last version that acted: what an invalid step is tagged with
 
-    def begin(self, i: int, obs: np.ndarray) -> None:
-        self.segs[i] = Segment.empty(self.T, 1, obs.shape[1], self.action_shape, self.action_dtype)
+    def begin(self, i: int, obs: np.ndarray, state: np.ndarray | None = None) -> None:
+        """A new segment of env ``i`` from row ``obs``, entered with ``state`` [1, S] (None: zeros)."""
+        self.segs[i] = Segment.empty(self.T, 1, obs.shape[1], self.action_shape, self.action_dtype,
+                                     self.state_size)
         self.segs[i].obs[0] = obs
+        if state is not None and self.state_size:
+            self.segs[i].state0[0] = state
         self.t[i] = 0
 
     def _put(self, i: int, next_obs: np.ndarray, valid: bool, action=0, logp=0.0, reward=0.0,
-             terminated=False, truncated=False) -> list[Segment]:
+             terminated=False, truncated=False, state: np.ndarray | None = None) -> list[Segment]:
         seg, t = self.segs[i], self.t[i]
         seg.action[t], seg.behaviour_logp[t], seg.version[t] = action, logp, self.version[i]
         seg.reward[t], seg.terminated[t], seg.truncated[t], seg.valid[t] = reward, terminated, truncated, valid
@@ -159,19 +167,22 @@ class _SegmentRecorder:
         self.t[i] = t + 1
         if self.t[i] < self.T:
             return []
-        self.begin(i, next_obs)
+        self.begin(i, next_obs, state)
         return [seg]
 
     def restart(self, i: int, obs: np.ndarray) -> None:
         """Env ``i`` was replaced: its partial segment is dropped and ``obs`` starts a new one."""
         self.begin(i, obs)
 
-    def step(self, i, obs, action, logp, version, reward, terminated, truncated, next_obs) -> list[Segment]:
+    def step(self, i, obs, action, logp, version, reward, terminated, truncated, next_obs,
+             state: np.ndarray | None = None) -> list[Segment]:
+        """One valid step; ``state``: the recurrent state the action left (entering ``next_obs``)."""
         self.version[i] = version
-        return self._put(i, next_obs, True, action, logp, reward, terminated, truncated)
+        return self._put(i, next_obs, True, action, logp, reward, terminated, truncated, state)
 
     def reset(self, i: int, obs: np.ndarray) -> list[Segment]:
-        """The invalid step between episodes: no action taken, no reward, the reset observation next."""
+        """The invalid step between episodes: no action taken, no reward, the reset observation next (entered
+        with a zero state)."""
         return self._put(i, obs, False)
 
     def message(self, staged: list) -> Segment:
@@ -193,12 +204,15 @@ class AsyncEnvAgents:
         self.reward = reward or TrainingReward()  # what the learner learns from
         self.encode, self.policy, self.queue = encoder, policy, queue
         actions = policy.actions
+        # a recurrent policy's state per env is kept by its coroutine (zeros at each episode's start)
+        self.state_size = int(getattr(policy, "recurrent", False) and policy.model.state_size)
         self.recorder: _NStepRecorder | _SegmentRecorder
         if segment_length is None:
             self.recorder = _NStepRecorder(len(envs), n_step, gamma, actions.dtype)
             self.batch = max(32, min(256, 8 * len(envs)))  # samples per queued batch: bigger groups, bigger batches
         else:
-            self.recorder = _SegmentRecorder(len(envs), segment_length, actions.shape, actions.dtype)
+            self.recorder = _SegmentRecorder(len(envs), segment_length, actions.shape, actions.dtype,
+                                             self.state_size)
             self.batch = len(envs)  # env columns per queued segment
         self.epsilon, self.progress = epsilon, progress
         self.seed = seed
@@ -289,10 +303,11 @@ class AsyncEnvAgents:
         progress, rec, timeout = self.progress, self.recorder, self.step_timeout
         obs = await self._start(i, self.seed + i, replacing=False)
         ep_ret, ep_len, explored = 0.0, 0, False  # explored: epsilon > 0 at a step, so the episode is not judged
+        state: np.ndarray | None = None  # a recurrent policy's, entering obs (None: an episode's start, zeros)
         while not self.stopping:
             eps = self.epsilon(progress.env_steps)
             explored |= eps > 0
-            action, logp, version, _ = await self.policy.choose(obs, eps)
+            action, logp, version, next_state = await self.policy.choose(obs, eps, state)
             cause: Exception | None = None
             try:
                 raw, reward, terminated, truncated, _ = await bounded(
@@ -306,16 +321,18 @@ class AsyncEnvAgents:
                 fault, cause = describe_exception(exc), exc
             if fault is not None:
                 obs = await self._replace(i, fault, cause)
-                ep_ret, ep_len, explored = 0.0, 0, False
+                ep_ret, ep_len, explored, state = 0.0, 0, False, None
                 continue
-            self._staged += rec.step(i, obs, action, logp, version, trained, terminated, truncated, next_obs)
+            if next_state is not None:  # a row of the predictor's batch: copied, so the batch can go
+                state = next_state.copy()
+            self._staged += rec.step(i, obs, action, logp, version, trained, terminated, truncated, next_obs, state)
             obs = next_obs
             progress.env_steps += 1
             ep_ret += reward
             ep_len += 1
             if terminated or truncated:
                 progress.add_episode(ep_ret, not explored, ep_len)
-                ep_ret, ep_len, explored = 0.0, 0, False
+                ep_ret, ep_len, explored, state = 0.0, 0, False, None
                 obs = await self._next_episode(i)
             if len(self._staged) >= self.batch:
                 await self._flush()
@@ -362,9 +379,9 @@ async def evaluate_async_envs(make_env: Callable[[], Any], policy: Predictor, en
         env = make_env()
         try:
             obs, _ = await env_call(env, env.reset(seed=seed + j), f"evaluation episode {j}, reset")
-            total, done, steps = 0.0, False, 0
+            total, done, steps, state = 0.0, False, 0, None
             while not done and not (max_steps and steps >= max_steps):
-                action, _, _, _ = await policy.choose(obs, 0.0)
+                action, _, _, state = await policy.choose(obs, 0.0, state)
                 obs, (reward, done) = await env_call(env, env.step(policy.actions.to_env(action)),
                                                      f"evaluation episode {j}, step {steps}")
                 total += reward

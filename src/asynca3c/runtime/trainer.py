@@ -75,9 +75,6 @@ class Trainer:
         if env_factory is not None and config.deterministic:
             raise ConfigError("deterministic=True is not allowed with env_factory: async environments step "
                               "concurrently, in no fixed order; use a gymnasium id (Config.env)")
-        if env_factory is not None and config.recurrent:
-            raise ConfigError(f"recurrent={config.recurrent!r} is not allowed with env_factory: async environments' "
-                              "agents carry no recurrent state yet; use a gymnasium id (Config.env) or recurrent=''")
         if env_factory is not None and config.env_wrapper:
             raise ConfigError(f"env_wrapper={config.env_wrapper!r} is not allowed with env_factory: wrappers apply "
                               "to gymnasium ids (Config.env); wrap the factory's environments instead")
