@@ -250,7 +250,7 @@ def test_async_environments_carry_and_reset_the_state_per_env_and_per_segment():
     otherwise; its segments' state0 lets the learner's unroll recompute the behaviour log-probabilities."""
     torch.manual_seed(3)
     model = ActorCritic(2, 2, (8,), core="lstm", core_size=6)
-    segs, seen = ship(model, calls=90, source="async")
+    segs, seen = ship(model, calls=150, source="async")
     firsts = 0
     for obs, state in seen:
         first = bool(obs[0, 1] == 1.0)
