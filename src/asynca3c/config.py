@@ -84,6 +84,9 @@ class Config:
     minibatches: int = _f(2, "vtrace: gradient steps per pass (the batch's columns split evenly)")
     clip_ratio: float = _f(0.2, "vtrace: PPO-style clipped surrogate on pi/mu with this epsilon (0: the plain "
                                 "V-trace policy gradient)")
+    target_kl: float = _f(0.0, "vtrace: stop a batch's remaining gradient steps once its policy has moved this "
+                               "far from where the batch began (approximate KL, checked before each step; 0: "
+                               "always take epochs x minibatches steps)")
     rho_bar: float = _f(1.0, "vtrace: truncation of the importance weights in the targets and the policy gradient")
     c_bar: float = _f(1.0, "vtrace: truncation of the trace-cutting weights c")
     importance_correction: bool = _f(True, "vtrace: weight targets and policy gradient by pi/mu (False: the "
@@ -212,6 +215,7 @@ class Config:
              "only with algorithm='vtrace' (n-step windows carry no recurrent state)")
         need(self.minibatches <= self.batch_envs, "minibatches", f"an integer <= batch_envs ({self.batch_envs})")
         need(_num(self.clip_ratio) and 0 <= self.clip_ratio < 1, "clip_ratio", "a number in [0, 1)")
+        need(_num(self.target_kl) and 0 <= self.target_kl < float("inf"), "target_kl", "a finite number >= 0 (0: off)")
         for name in ("rho_bar", "c_bar"):
             need(_num(getattr(self, name)) and 0 < getattr(self, name) < float("inf"), name, "a finite number > 0")
         self._validate_products(need)

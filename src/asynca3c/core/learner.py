@@ -142,7 +142,10 @@ class Learner:
             lag_sum, lag_max = 0.0, -math.inf
             rho_stats = (math.nan, math.nan, math.nan)
             start_logp = mu
+            moved_too_far = False  # target_kl: the policy has moved far enough for this batch
             for epoch in range(cfg.epochs):
+                if moved_too_far:
+                    break
                 with torch.no_grad():
                     out, values = self.model.unroll(obs, state0, valid)
                     logp, _ = self.model.log_prob_entropy(out[:T * E], actions.reshape(T * E, *actions.shape[2:]))
@@ -176,6 +179,10 @@ class Learner:
                     lp, ent = self.model.log_prob_entropy(o, actions[:, idx].reshape(T * len(cols),
                                                                                      *actions.shape[2:]))
                     lp, v, ent = lp.view(T, -1), v.view(T, -1), ent.view(T, -1)
+                    if cfg.target_kl and _approx_kl(lp.detach() - start_logp[:, idx], valid[:, idx], count) \
+                            > cfg.target_kl:
+                        moved_too_far = True
+                        break
                     a = adv[:, idx]
                     if cfg.normalize_advantages:
                         mean = (a * w).sum() / count
@@ -209,6 +216,14 @@ class Learner:
                               nonfinite=skipped, lag_max=lag_max if math.isfinite(lag_max) else math.nan,
                               rho_mean=rho_stats[0], rho_clipped=rho_stats[1], kl=rho_stats[2])
             return stats, self.cpu_weights()
+
+
+def _approx_kl(log_ratio: torch.Tensor, valid: torch.Tensor, count: torch.Tensor) -> float:
+    """KL(old || new) from log(new/old) on the old policy's samples: mean of (r - 1) - log r over the
+    valid steps, which is never negative (Schulman's estimator, as PPO implementations use for early
+    stopping). Invalid steps count as 0 whatever the network made of them."""
+    log_r = torch.where(valid, log_ratio.clamp(-20.0, 20.0), 0.0)
+    return float(((torch.exp(log_r) - 1) - log_r).sum() / count)
 
 
 def _rho_figures(log_rho: np.ndarray, rho_bar: float) -> tuple[float, float, float]:
