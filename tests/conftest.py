@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import numpy as np
 import pytest
 import uvloop
 
@@ -86,3 +87,22 @@ def _assert_nothing_left(pid: int | None = None) -> None:
 def assert_nothing_left() -> Callable[[int | None], None]:
     """No learner process (``pid``), and no thread but the main one (executor threads exit within seconds)."""
     return _assert_nothing_left
+
+
+def make_random_segment(T: int, E: int, seed: int = 0):
+    """A [T, E] segment of a 4-feature, 2-action env: random observations, actions and rewards, every step
+    valid, a uniform behaviour policy; for learner tests that need data, not an environment."""
+    from asynca3c.core.messages import Segment
+    rng = np.random.default_rng(seed)
+    seg = Segment.empty(T, E, 4, (), np.int64)
+    seg.obs[:] = rng.normal(size=seg.obs.shape)
+    seg.action[:] = rng.integers(0, 2, size=(T, E))
+    seg.reward[:] = rng.normal(size=(T, E))
+    seg.valid[:] = True
+    seg.behaviour_logp[:] = np.log(0.5)
+    return seg
+
+
+@pytest.fixture
+def random_segment() -> Callable[..., Any]:
+    return make_random_segment

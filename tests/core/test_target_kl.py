@@ -3,14 +3,12 @@ where the batch began, so many epochs at a high lr cannot throw the policy far o
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from asynca3c import Config
 from asynca3c.config import ConfigError
 from asynca3c.core.learner import Learner
-from asynca3c.core.messages import Segment
 from asynca3c.core.model import ActorCritic
 
 
@@ -21,17 +19,6 @@ def test_bad_target_kls_are_refused_naming_what_is_allowed():
     assert Config(target_kl=0.02).target_kl == 0.02
 
 
-def segment(T: int, E: int) -> Segment:
-    rng = np.random.default_rng(0)
-    seg = Segment.empty(T, E, 4, (), np.int64)
-    seg.obs[:] = rng.normal(size=seg.obs.shape)
-    seg.action[:] = rng.integers(0, 2, size=(T, E))
-    seg.reward[:] = rng.normal(size=(T, E))
-    seg.valid[:] = True
-    seg.behaviour_logp[:] = np.log(0.5)
-    return seg
-
-
 def learner(target_kl: float, lr: float = 0.002) -> Learner:
     torch.manual_seed(0)
     model = ActorCritic(4, 2, (16,))
@@ -39,7 +26,7 @@ def learner(target_kl: float, lr: float = 0.002) -> Learner:
     return Learner(model, cfg, torch.device("cpu"))
 
 
-def kl_from_start(before: Learner, after: Learner, seg: Segment) -> float:
+def kl_from_start(before: Learner, after: Learner, seg) -> float:
     """Mean KL(before || after) of the two policies over the segment's observations."""
     obs = torch.from_numpy(seg.obs[:-1].reshape(-1, 4))
     with torch.no_grad():
@@ -48,8 +35,8 @@ def kl_from_start(before: Learner, after: Learner, seg: Segment) -> float:
     return float((p * (p.log() - q.log())).sum(-1).mean())
 
 
-def test_the_steps_stop_once_the_policy_has_moved_target_kl_from_the_batch_start():
-    seg = segment(16, 8)
+def test_the_steps_stop_once_the_policy_has_moved_target_kl_from_the_batch_start(random_segment):
+    seg = random_segment(16, 8)
     untouched = learner(0.0)
     full = {t: learner(t) for t in (0.0, 1e9, 1e-12, 1e-3)}
     steps = {t: ln.learn(seg)[0].steps for t, ln in full.items()}

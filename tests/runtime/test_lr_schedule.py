@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
 import torch
 
 from asynca3c import Config, train
 from asynca3c.config import ConfigError
 from asynca3c.core.learner import Learner
-from asynca3c.core.messages import Segment
 from asynca3c.core.model import ActorCritic
 from asynca3c.runtime.progress import Progress
 from asynca3c.runtime.updates import lr_factor
@@ -43,24 +41,14 @@ def test_the_budget_spent_is_the_larger_fraction_of_seconds_and_steps():
         lr_factor("step", p, 0.0, 1000)
 
 
-def segment(T: int, E: int, rng: np.random.Generator) -> Segment:
-    seg = Segment.empty(T, E, 4, (), np.int64)
-    seg.obs[:] = rng.normal(size=seg.obs.shape)
-    seg.action[:] = rng.integers(0, 2, size=(T, E))
-    seg.reward[:] = rng.normal(size=(T, E))
-    seg.valid[:] = True
-    seg.behaviour_logp[:] = np.log(0.5)
-    return seg
-
-
 def learner() -> Learner:
     torch.manual_seed(0)
     model = ActorCritic(4, 2, (16,), running_norm=True)
     return Learner(model, Config(lr=0.01, epochs=1, minibatches=2, running_obs_norm=True), torch.device("cpu"))
 
 
-def test_the_learner_steps_at_the_factor_it_is_given():
-    seg = segment(8, 4, np.random.default_rng(0))
+def test_the_learner_steps_at_the_factor_it_is_given(random_segment):
+    seg = random_segment(8, 4)
     ln = learner()
     before = {k: v.clone() for k, v in ln.model.state_dict().items()}
     stats, _ = ln.learn(seg, 0.0)
