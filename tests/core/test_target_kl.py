@@ -3,12 +3,13 @@ where the batch began, so many epochs at a high lr cannot throw the policy far o
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from asynca3c import Config
 from asynca3c.config import ConfigError
-from asynca3c.core.learner import Learner
+from asynca3c.core.learner import Learner, _approx_kl
 from asynca3c.core.model import ActorCritic
 
 
@@ -41,9 +42,30 @@ def test_the_steps_stop_once_the_policy_has_moved_target_kl_from_the_batch_start
     full = {t: learner(t) for t in (0.0, 1e9, 1e-12, 1e-3)}
     steps = {t: ln.learn(seg)[0].steps for t, ln in full.items()}
     assert steps[0.0] == steps[1e9] == 8  # off, or never reached: epochs x minibatches
-    assert steps[1e-12] == 1  # the first step starts where the batch began (KL 0); after it, any move stops it
+    assert steps[1e-12] == 1  # the first step is never stopped; after it, any move stops the batch
     assert 1 < steps[1e-3] < 8
     moved = {t: kl_from_start(untouched, ln, seg) for t, ln in full.items()}
     assert moved[1e-3] < moved[0.0]
     # it stopped because the step it did not take would have started beyond the bound
     assert moved[1e-3] > 1e-3 * 0.5
+
+
+def test_samples_of_steps_not_taken_are_not_counted_as_trained(random_segment):
+    seg = random_segment(16, 8)
+    full, stopped = learner(0.0).learn(seg)[0], learner(1e-12).learn(seg)[0]
+    assert full.batch_size == 4 * 16 * 8  # epochs x the batch's valid samples
+    assert stopped.batch_size == 16 * 8 // 2  # one minibatch of half the columns
+
+
+def test_the_estimate_ignores_invalid_steps_whatever_their_values():
+    rng = np.random.default_rng(1)
+    log_ratio = torch.from_numpy(rng.normal(scale=0.3, size=(6, 4))).float()
+    valid = torch.ones(6, 4, dtype=torch.bool)
+    valid[2, 1] = valid[5, :] = False
+    count = valid.float().sum()
+    garbage = log_ratio.clone()
+    garbage[~valid] = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e30, -1e30])
+    r = log_ratio[valid].double().exp()
+    expected = float(((r - 1) - log_ratio[valid].double()).mean())  # KL(old || new) estimated on old's samples
+    assert _approx_kl(garbage, valid, count) == pytest.approx(expected, rel=1e-5)
+    assert _approx_kl(torch.zeros(6, 4), valid, count) == 0.0  # the same policy: no distance

@@ -135,7 +135,6 @@ class Learner:
             valid = torch.from_numpy(seg.valid).to(dev)
             state0 = torch.from_numpy(seg.state0[0]).to(dev)
             weight = valid.float()
-            n_valid = int(seg.valid.sum())
             rng = np.random.default_rng(self.version)  # the column order: varied, and reproducible
             sums = np.zeros(4)  # policy loss, value loss, entropy, gradient norm (over the steps taken)
             steps = skipped = trained = 0
@@ -143,6 +142,7 @@ class Learner:
             rho_stats = (math.nan, math.nan, math.nan)
             start_logp = mu
             moved_too_far = False  # target_kl: the policy has moved far enough for this batch
+            attempted = 0  # minibatch steps tried so far on this batch (the first is never stopped)
             for epoch in range(cfg.epochs):
                 if moved_too_far:
                     break
@@ -156,7 +156,6 @@ class Learner:
                     skipped += cfg.minibatches
                     continue
                 log_rho_np = log_rho.double().cpu().numpy()
-                trained += n_valid  # this pass has targets: its samples are trained on
                 if epoch == 0:  # the lag the data really has, corrected for or not
                     rho_stats = _rho_figures(log_rho_np[seg.valid], cfg.rho_bar)
                     # the uncorrected update clips against the learner's policy before this batch, as PPO
@@ -179,10 +178,12 @@ class Learner:
                     lp, ent = self.model.log_prob_entropy(o, actions[:, idx].reshape(T * len(cols),
                                                                                      *actions.shape[2:]))
                     lp, v, ent = lp.view(T, -1), v.view(T, -1), ent.view(T, -1)
-                    if cfg.target_kl and _approx_kl(lp.detach() - start_logp[:, idx], valid[:, idx], count) \
-                            > cfg.target_kl:
+                    if cfg.target_kl and attempted and \
+                            _approx_kl(lp.detach() - start_logp[:, idx], valid[:, idx], count) > cfg.target_kl:
                         moved_too_far = True
                         break
+                    attempted += 1
+                    trained += int(seg.valid[:, cols].sum())  # this pass has targets: these samples are trained on
                     a = adv[:, idx]
                     if cfg.normalize_advantages:
                         mean = (a * w).sum() / count
@@ -219,9 +220,10 @@ class Learner:
 
 
 def _approx_kl(log_ratio: torch.Tensor, valid: torch.Tensor, count: torch.Tensor) -> float:
-    """KL(old || new) from log(new/old) on the old policy's samples: mean of (r - 1) - log r over the
-    valid steps, which is never negative (Schulman's estimator, as PPO implementations use for early
-    stopping). Invalid steps count as 0 whatever the network made of them."""
+    """KL(old || new) estimated from log(new/old) as the mean of (r - 1) - log r over the valid steps
+    (Schulman's estimator, as PPO implementations use for early stopping): never negative, and exact in
+    expectation on the old policy's own samples; on actions of lagging actors it is skewed by their lag.
+    Invalid steps count as 0 whatever the network made of them."""
     log_r = torch.where(valid, log_ratio.clamp(-20.0, 20.0), 0.0)
     return float(((torch.exp(log_r) - 1) - log_r).sum() / count)
 
