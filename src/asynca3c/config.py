@@ -85,8 +85,8 @@ class Config:
     clip_ratio: float = _f(0.2, "vtrace: PPO-style clipped surrogate on pi/mu with this epsilon (0: the plain "
                                 "V-trace policy gradient)")
     target_kl: float = _f(0.0, "vtrace: stop a batch's remaining gradient steps once its policy has moved this "
-                               "far from where the batch began (approximate KL, checked before each step; 0: "
-                               "always take epochs x minibatches steps)")
+                               "far from where the batch began (approximate KL, checked before every step after "
+                               "the first; 0: always take epochs x minibatches steps)")
     rho_bar: float = _f(1.0, "vtrace: truncation of the importance weights in the targets and the policy gradient")
     c_bar: float = _f(1.0, "vtrace: truncation of the trace-cutting weights c")
     importance_correction: bool = _f(True, "vtrace: weight targets and policy gradient by pi/mu (False: the "
