@@ -24,6 +24,7 @@ _EXPORTS = {
     "EnvFault": "asynca3c.errors",
     "LearnerError": "asynca3c.errors",
     "RunDirError": "asynca3c.errors",
+    "ShardError": "asynca3c.errors",
     "TrainerClosed": "asynca3c.errors",
     "VideoError": "asynca3c.errors",
     "NStepKernel": "asynca3c.core.returns",
@@ -39,8 +40,8 @@ _EXPORTS = {
 
 __all__ = [
     "Asynca3cError", "CheckpointError", "Config", "ConfigError", "CurveError", "EnvError", "EnvFault", "EvalResult",
-    "LearnerError", "MetricsRow", "NStepKernel", "RunDirError", "TrainResult", "Trainer", "TrainerClosed", "VideoError",
-    "__version__", "evaluate", "nstep_returns", "preset", "train", "vtrace",
+    "LearnerError", "MetricsRow", "NStepKernel", "RunDirError", "ShardError", "TrainResult", "Trainer", "TrainerClosed",
+    "VideoError", "__version__", "evaluate", "nstep_returns", "preset", "train", "vtrace",
 ]
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
         EnvFault,
         LearnerError,
         RunDirError,
+        ShardError,
         TrainerClosed,
         VideoError,
     )

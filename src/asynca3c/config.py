@@ -129,6 +129,15 @@ class Config:
     log_std_init: float = _f(0.0, "Box actions: the Gaussian's initial log standard deviation in the normalized "
                                   "action box (learned from there, held within [-5, 2])")
     # --- machinery
+    shards: int = _f(0, "acting shards: worker processes that each run a share of the agents (exploring agent i "
+                        "runs on shard i mod shards, the evaluation agent on shard 0) with their own event loop, "
+                        "environments and acting copy of the weights, so acting uses more than one core "
+                        "(0: every agent on the trainer's loop)")
+    max_shard_restarts: int = _f(3, "shard process deaths (or silences past shard_timeout) survived within any "
+                                    "10 minutes, all shards together: each restarts that shard with fresh "
+                                    "environment seeds; one more stops the run")
+    shard_timeout: float = _f(30.0, "seconds a shard may send nothing (it reports every second) before it "
+                                    "counts as hung and is restarted")
     device: str = _f("auto", "where minimize steps run: auto, cpu or cuda")
     torch_threads: int = _f(1, "torch intra-op threads (0: leave torch's setting alone)")
     # --- faults
@@ -219,6 +228,13 @@ class Config:
         for name in ("rho_bar", "c_bar"):
             need(_num(getattr(self, name)) and 0 < getattr(self, name) < float("inf"), name, "a finite number > 0")
         self._validate_products(need)
+        if self.shards:
+            need(self.shards <= self.agents, "shards", f"an integer in [0, agents] ({self.agents}): each shard "
+                 "runs at least one exploring agent")
+            need(not self.deterministic, "shards", "0 with deterministic=True (acting and learning alternate on "
+                 "one loop)")
+            need(not self.novelty_bonus, "shards", "0 with novelty_bonus (its visit counts live on the "
+                 "trainer's loop)")
         if self.deterministic:
             need(self.algorithm == "vtrace", "deterministic", "only with algorithm='vtrace'")
             need(self.agents == 1, "deterministic", f"only with agents=1 (got {self.agents})")
@@ -320,6 +336,8 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "torch_threads": (0, 1_024),
     "max_env_faults_per_minute": (0, MAX_COUNT),
     "max_learner_restarts": (0, 10_000),
+    "shards": (0, 1_024),
+    "max_shard_restarts": (0, 10_000),
     "core_size": (1, 16_384),
     "eval_max_episode_steps": (1, MAX_STEPS_PER_EPISODE),
     "steps": (0, MAX_STEPS),
@@ -337,6 +355,7 @@ NUMBER_RANGES: dict[str, tuple[float, bool, float, str]] = {
     "max_grad_norm": (0, False, 1e6, "1e6"),
     "log_std_init": (-5.0, False, 2.0, "2"),
     "env_step_timeout": (0, False, 1e9, "1e9"),
+    "shard_timeout": (0, True, 1e9, "1e9"),
     "seconds": (0, False, 1e9, "1e9"),
     "save_every": (0, False, 1e9, "1e9"),
     "log_interval": (0, True, 1e9, "1e9"),

@@ -9,7 +9,7 @@ Torch-free and import-free, so every layer and the CLI can import it cheaply.
 from __future__ import annotations
 
 __all__ = ["Asynca3cError", "CheckpointError", "ConfigError", "CurveError", "EnvError", "EnvFault", "LearnerError",
-           "RunDirError", "TrainerClosed", "VideoError"]
+           "RunDirError", "ShardError", "TrainerClosed", "VideoError"]
 
 
 class Asynca3cError(Exception):
@@ -42,6 +42,10 @@ class RunDirError(Asynca3cError, ValueError):
 
 class LearnerError(Asynca3cError, RuntimeError):
     """The learner could not go on: its process died too often, or its numbers stayed non-finite."""
+
+
+class ShardError(Asynca3cError, RuntimeError):
+    """An acting shard could not go on: it did not start, or its process died too often."""
 
 
 class EnvFault(Asynca3cError, RuntimeError):

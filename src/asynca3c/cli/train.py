@@ -172,7 +172,7 @@ def _print_summary(s: dict, run_dir: Path) -> None:
     print(f"evaluation: {_fmt(s['eval_mean_return'])} +- {_fmt(s['eval_std_return'])} over "
           f"{s['eval_episodes']} fresh episodes; mean policy lag {_fmt(s['policy_lag_mean'], '.2f')} updates")
     print(f"event-loop lag: p99 {_fmt(s['loop_lag_p99_ms'], '.2f')} ms, max {_fmt(s['loop_lag_max_ms'], '.1f')} ms")
-    if s["env_faults"] or s["learner_restarts"] or s["nonfinite_steps"]:
+    if s["env_faults"] or s["learner_restarts"] or s.get("shard_restarts") or s["nonfinite_steps"]:
         print(f"faults survived: {s['env_faults']} environment faults, {s['learner_restarts']} learner restarts, "
-              f"{s['nonfinite_steps']} non-finite steps skipped")
+              f"{s.get('shard_restarts', 0)} shard restarts, {s['nonfinite_steps']} non-finite steps skipped")
     print(f"wrote {run_dir}/config.json, model.pt, checkpoint.pt, summary.json, progress.csv")

@@ -138,6 +138,7 @@ class ProgressRow(TypedDict):
     nonfinite_steps: int
     env_faults: int
     learner_restarts: int
+    shard_restarts: int
     solved: bool
 
 

@@ -245,7 +245,8 @@ def _check_version(version: object) -> None:
 #: Progress.state()'s counters: the counts, and the real numbers that cannot be negative.
 _COUNTS = ("env_steps", "episodes", "updates", "samples_trained", "eval_episodes")
 _AMOUNTS = ("seconds", "lag_sum")
-_LATER_COUNTS = ("nonfinite_steps", "env_faults", "learner_restarts")  # added after the first checkpoints
+#: Counters added after the first checkpoints were written.
+_LATER_COUNTS = ("nonfinite_steps", "env_faults", "learner_restarts", "shard_restarts")
 
 
 def _check_counters(counters: object) -> None:

@@ -21,7 +21,7 @@ ScalarKey = Literal[
     "eval_return_mean", "train_return_mean", "episode_length_mean", "steps_per_second", "policy_loss",
     "value_loss", "entropy", "grad_norm", "policy_lag_mean", "queue_depth", "loop_lag_p99_ms", "loop_lag_max_ms",
     "policy_lag_max", "rho_mean", "rho_clipped_fraction", "kl_behaviour", "nonfinite_steps",
-    "env_faults", "learner_restarts",
+    "env_faults", "learner_restarts", "shard_restarts",
 ]
 
 #: TensorBoard tag -> progress-row key. Tags are part of the interface: keep them stable.
@@ -45,6 +45,7 @@ TAGS: dict[str, ScalarKey] = {
     "losses/nonfinite_steps": "nonfinite_steps",
     "faults/env_faults": "env_faults",
     "faults/learner_restarts": "learner_restarts",
+    "faults/shard_restarts": "shard_restarts",
 }
 HPARAMS_TAG = "hyperparameters"
 

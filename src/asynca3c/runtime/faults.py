@@ -11,6 +11,7 @@ until faults come faster than ``max_env_faults_per_minute``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 
@@ -106,3 +107,24 @@ class FaultPolicy:
             raise EnvFault(f"{len(self._recent)} environment faults within {self.WINDOW:.0f} s (more than "
                            f"max_env_faults_per_minute={self.max_per_minute}); the last: {where} at step "
                            f"{step:,}: {what}") from cause
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException | None:
+    """The first failure in a (nested) exception group, the others attached as notes; None if all were
+    cancellations. A host catches one exception, never a group."""
+    def leaves(exc: BaseException):
+        if isinstance(exc, BaseExceptionGroup):
+            for e in exc.exceptions:
+                yield from leaves(e)
+        else:
+            yield exc
+
+    errors = [e for e in leaves(group) if not isinstance(e, asyncio.CancelledError)]
+    if not errors:
+        return None
+    first, seen = errors[0], {(type(errors[0]), str(errors[0]))}
+    for other in errors[1:]:  # the same failure met by two tasks is said once
+        if (type(other), str(other)) not in seen:
+            seen.add((type(other), str(other)))
+            first.add_note(f"also: {type(other).__name__}: {other}")
+    return first

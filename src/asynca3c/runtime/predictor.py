@@ -32,6 +32,18 @@ class Predictor:
         self.rng = np.random.default_rng(seed)
         self._wake = asyncio.Event()
         self._failed: BaseException | None = None
+        self._watchers: list[asyncio.Event] = []
+
+    def watch(self) -> asyncio.Event:
+        """An event set whenever newer weights are adopted (the watcher clears it): how acting shards
+        learn that there is a version to send on."""
+        event = asyncio.Event()
+        self._watchers.append(event)
+        return event
+
+    def unwatch(self, event: asyncio.Event) -> None:
+        if event in self._watchers:
+            self._watchers.remove(event)
 
     def fail(self, exc: BaseException) -> None:
         """Answer every waiting and every later request with ``exc`` (the run ended or broke)."""
@@ -49,6 +61,8 @@ class Predictor:
         with torch.no_grad():
             torch._foreach_copy_(self.model.shipped(), tensors)
         self.version = version
+        for event in self._watchers:
+            event.set()
 
     async def infer(self, obs: np.ndarray) -> tuple[np.ndarray, int]:
         """Policy parameters per row (probabilities, or Gaussian ``[mean | std]``) and the policy version."""

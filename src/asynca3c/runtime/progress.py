@@ -30,6 +30,7 @@ class Progress:
         self.nonfinite_steps = 0
         self.env_faults = 0  # environments that faulted (and were restarted, or stopped the run)
         self.learner_restarts = 0  # learner processes that died and were started again
+        self.shard_restarts = 0  # acting shards whose process died or went silent, started again
         self.train_returns: deque[float] = deque(maxlen=window)
         self.eval_returns: deque[float] = deque(maxlen=window)
         self.lengths: deque[int] = deque(maxlen=window)  # of all agents' episodes
@@ -49,9 +50,10 @@ class Progress:
 
     #: What a checkpoint keeps so a resumed run continues its counters and its solve window.
     _KEPT = ("env_steps", "episodes", "updates", "samples_trained", "lag_sum", "eval_episodes",
-             "solved_after_seconds", "solved_after_steps", "nonfinite_steps", "env_faults", "learner_restarts")
+             "solved_after_seconds", "solved_after_steps", "nonfinite_steps", "env_faults", "learner_restarts",
+             "shard_restarts")
     #: Counters added after the first checkpoints were written: older checkpoints resume them at 0.
-    _LATER = ("nonfinite_steps", "env_faults", "learner_restarts")
+    _LATER = ("nonfinite_steps", "env_faults", "learner_restarts", "shard_restarts")
 
     def state(self) -> dict:
         """Counters, seconds so far and the recent returns, as plain values."""
@@ -128,5 +130,6 @@ class Progress:
             "nonfinite_steps": self.nonfinite_steps,
             "env_faults": self.env_faults,
             "learner_restarts": self.learner_restarts,
+            "shard_restarts": self.shard_restarts,
             "solved": self.solved,
         }

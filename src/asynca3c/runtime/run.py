@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import math
+import pickle
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
-import numpy as np
 import torch
 
 from asynca3c.config import Config
@@ -32,18 +32,20 @@ from asynca3c.core.evaluation import EvalResult
 from asynca3c.core.messages import MetricsRow
 from asynca3c.core.model import ActorCritic, describe_network
 from asynca3c.core.rewards import NoveltyBonus, TrainingReward
-from asynca3c.errors import Asynca3cError, LearnerError
+from asynca3c.errors import Asynca3cError, ConfigError, LearnerError
 from asynca3c.outputs import checkpoint
 from asynca3c.outputs.run_dir import RunDirectory
-from asynca3c.runtime.agent import Agent, EpsilonSchedule, Outbox, SegmentAgent
-from asynca3c.runtime.async_agents import AsyncEnvAgents
+from asynca3c.runtime.acting import AnyAgent, agent_seeds, make_agents
+from asynca3c.runtime.agent import Agent, Outbox
 from asynca3c.runtime.env_sources import EnvSource
-from asynca3c.runtime.faults import FaultPolicy, describe_exception
+from asynca3c.runtime.faults import FaultPolicy, describe_exception, first_error
 from asynca3c.runtime.learner_client import LearnerClient, make_learner
 from asynca3c.runtime.looplag import LoopLag
 from asynca3c.runtime.metrics import MetricsHub
 from asynca3c.runtime.predictor import Predictor
 from asynca3c.runtime.progress import Progress
+from asynca3c.runtime.shard import ShardSpec
+from asynca3c.runtime.shard_client import ProcessShard, RestartBudget
 from asynca3c.runtime.updates import STOP, DirectLearning, lr_factor, segment_update_task, update_task
 
 
@@ -73,6 +75,7 @@ class TrainResult:
     stop_reason: str
     env_faults: int
     learner_restarts: int
+    shard_restarts: int
     nonfinite_steps: int
     config: dict = field(repr=False)
 
@@ -120,27 +123,6 @@ HOLD_EVERY = 10.0
 SAVE_TIMEOUT = 60.0
 
 
-def first_error(group: BaseExceptionGroup) -> BaseException | None:
-    """The first failure in a (nested) exception group, the others attached as notes; None if all were
-    cancellations. A host catches one exception, never a group."""
-    def leaves(exc: BaseException):
-        if isinstance(exc, BaseExceptionGroup):
-            for e in exc.exceptions:
-                yield from leaves(e)
-        else:
-            yield exc
-
-    errors = [e for e in leaves(group) if not isinstance(e, asyncio.CancelledError)]
-    if not errors:
-        return None
-    first, seen = errors[0], {(type(errors[0]), str(errors[0]))}
-    for other in errors[1:]:  # the same failure met by two tasks is said once
-        if (type(other), str(other)) not in seen:
-            seen.add((type(other), str(other)))
-            first.add_note(f"also: {type(other).__name__}: {other}")
-    return first
-
-
 class TrainingRun:
     """The parts of one run and the coroutine (``train``) that drives them."""
 
@@ -174,7 +156,7 @@ class TrainingRun:
         if resume is not None:
             self.progress.restore(resume["counters"])
             self.predictor.version = int(resume["version"])
-        self.agents: list[Agent | SegmentAgent | AsyncEnvAgents] = []
+        self.agents: list[AnyAgent | ProcessShard] = []
         self._save_lock = threading.Lock()
 
     async def start(self) -> None:
@@ -186,8 +168,12 @@ class TrainingRun:
         await self.learner.start()
         if resume is not None:
             await self.learner.load({k: resume[k] for k in ("model", "optimizer", "version")})
-        self.agents = await asyncio.to_thread(self._make_agents) if self.source.blocking_setup \
-            else self._make_agents()
+        if self.config.shards:
+            await self._start_shards()
+        else:
+            agents = await asyncio.to_thread(self._make_agents) if self.source.blocking_setup \
+                else self._make_agents()
+            self.agents = list(agents)
         if resume is not None:
             self._restore_rng(resume["rng"])
             if self.novelty is not None and "novelty_counts" in resume:
@@ -253,7 +239,8 @@ class TrainingRun:
             policy_lag_mean=progress.policy_lag_mean(),
             loop_lag_p99_ms=row["loop_lag_p99_ms"], loop_lag_max_ms=row["loop_lag_max_ms"],
             stop_reason=self.stop.reason, env_faults=progress.env_faults,
-            learner_restarts=progress.learner_restarts, nonfinite_steps=progress.nonfinite_steps,
+            learner_restarts=progress.learner_restarts, shard_restarts=progress.shard_restarts,
+            nonfinite_steps=progress.nonfinite_steps,
             config=cfg.to_dict(),
         )
         run_dir = self.run_dir
@@ -318,7 +305,7 @@ class TrainingRun:
             return
         error.add_note(f"the newest learner state (policy version {state['version']}) is saved in {path}")
 
-    async def _act(self, agent: Agent | SegmentAgent | AsyncEnvAgents) -> None:
+    async def _act(self, agent: AnyAgent | ProcessShard) -> None:
         await agent.run()
         if self.config.deterministic:  # its agent stopped at the step budget: the run ends there
             self.stop.reached("steps")
@@ -331,31 +318,63 @@ class TrainingRun:
         return update_task(self.queue, self.learner, self.predictor, self.progress, cfg.min_batch, cfg.max_batch,
                            self.lr)
 
-    def _make_agents(self) -> list[Agent | SegmentAgent | AsyncEnvAgents]:
-        """The exploring agents (epsilon per agent) and the evaluation agent (no epsilon)."""
+    def _make_agents(self) -> list[AnyAgent]:
+        """The exploring agents (epsilon per agent) and the evaluation agent (no epsilon), on this loop."""
         cfg, progress = self.config, self.progress
-        # A resumed run's environments start from new seeds, not from its first episodes again.
-        entropy = [cfg.seed, progress.env_steps] if progress.env_steps else cfg.seed
-        seeds = np.random.SeedSequence(entropy).generate_state(cfg.agents + 1)
+        seeds = agent_seeds(cfg, progress.env_steps)
         outbox: Outbox = (DirectLearning(self.learner, self.predictor, progress, cfg.batch_envs, self.lr)
                           if cfg.deterministic else self.queue)
-        common: dict[str, Any] = dict(
-            encoder=self.encode, policy=self.predictor, n_step=cfg.n_step, gamma=cfg.gamma, progress=progress,
-            reward=TrainingReward(cfg.reward_scale, self.novelty),
-            segment_length=cfg.segment_length if cfg.algorithm == "vtrace" else None,
-            faults=self.faults, step_timeout=cfg.env_step_timeout)
-        if cfg.deterministic:
-            common["step_limit"] = cfg.steps
-        agents = [self.source.make_agent(cfg.envs_per_agent, actions=self.actions, queue=outbox, seed=int(seeds[i]),
-                                         epsilon=EpsilonSchedule(*cfg.epsilon(i), cfg.epsilon_steps),
-                                         name=f"agent {i}", **common)
-                  for i in range(cfg.agents)]
-        if cfg.eval_envs:
-            agents.append(self.source.make_agent(cfg.eval_envs, actions=self.actions,
-                                                 queue=outbox if cfg.eval_agent_trains else None,
-                                                 epsilon=EpsilonSchedule(0.0, 0.0, 0), seed=int(seeds[-1]),
-                                                 name="the evaluation agent", **common))
-        return agents
+        extra = {"step_limit": cfg.steps} if cfg.deterministic else {}
+        return make_agents(cfg, self.source, actions=self.actions, encoder=self.encode, policy=self.predictor,
+                           progress=progress, faults=self.faults, reward=TrainingReward(cfg.reward_scale, self.novelty),
+                           outbox=outbox, indices=range(cfg.agents), seeds=seeds[:-1], eval_seed=int(seeds[-1]),
+                           **extra)
+
+    async def _start_shards(self) -> None:
+        """The acting shards' processes, each ready with its agents (outside the clock); on failure the
+        caller's ``aclose`` releases the ones that started."""
+        cfg = self.config
+        self._check_shippable()
+        budget = RestartBudget(cfg.max_shard_restarts, self.progress)
+        shards = [ProcessShard(i, functools.partial(self._shard_spec, i), queue=self.queue, progress=self.progress,
+                               predictor=self.predictor, budget=budget, timeout=cfg.shard_timeout)
+                  for i in range(cfg.shards)]
+        self.agents = list(shards)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for shard in shards:
+                    tg.create_task(shard.start(), name=f"asynca3c-start-{shard.name}")
+        except BaseExceptionGroup as group:
+            error = first_error(group)
+            if error is None:
+                raise
+            raise error from None
+
+    def _check_shippable(self) -> None:
+        """Shards rebuild the environment source in a new process: it must pickle, by reference to a module
+        that process can import."""
+        factory = getattr(self.source, "factory", None)
+        module = getattr(factory, "__module__", None) or type(factory).__module__
+        if factory is not None and module == "__main__":
+            raise ConfigError(f"shards={self.config.shards} cannot run an env_factory defined in __main__: a "
+                              "shard process cannot import it; define it in a module, or use shards=0")
+        try:
+            pickle.dumps(self.source)
+        except Exception as e:
+            raise ConfigError(f"shards={self.config.shards} needs an env_factory that pickles (a module-level "
+                              f"function or class; {type(e).__name__}: {e}); or use shards=0") from None
+
+    def _shard_spec(self, index: int, restarts: int) -> ShardSpec:
+        """What shard ``index`` starts from: its agents (exploring agent i runs on shard i mod shards, the
+        evaluation agent on shard 0), their seeds (fresh after each restart) and the current weights."""
+        cfg, model = self.config, self.predictor.model
+        indices = list(range(index, cfg.agents, cfg.shards))
+        seeds = agent_seeds(cfg, self.progress.env_steps, index, restarts)
+        return ShardSpec(config=cfg.to_dict(), source=self.source, env_spec=self.spec,
+                         network=describe_network(model),
+                         weights={k: v.detach().clone() for k, v in model.state_dict().items()},
+                         version=self.predictor.version, index=index, agents=indices,
+                         seeds=[seeds[i] for i in indices], eval_seed=seeds[-1] if index == 0 else None)
 
     async def _monitor(self) -> None:
         """Enforce the budget, report progress every ``log_interval`` seconds, checkpoint every ``save_every``."""

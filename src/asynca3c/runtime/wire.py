@@ -1,4 +1,4 @@
-"""The wire format of the learner pipe: frames of an 8-byte little-endian length, then a pickle.
+"""The wire format of the learner and shard pipes: frames of an 8-byte little-endian length, then a pickle.
 
 A module of its own so the parent can import it without importing the worker's
 ``-m`` entry module (runpy warns when that module is already in sys.modules).
@@ -6,6 +6,7 @@ A module of its own so the parent can import it without importing the worker's
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import struct
 
@@ -33,3 +34,12 @@ def read_frame(stream):
     if len(data) < size:
         return None
     return pickle.loads(data)
+
+
+async def read_frame_async(reader):
+    """The next object from an ``asyncio.StreamReader``, or None at end of input."""
+    try:
+        (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+        return pickle.loads(await reader.readexactly(size))
+    except asyncio.IncompleteReadError:
+        return None

@@ -1,0 +1,141 @@
+"""An acting shard's worker process: ``python -m asynca3c.runtime.shard_worker``.
+
+The parent (``shard_client.ProcessShard``) is the only peer. Frames
+(``asynca3c.runtime.wire``) in on stdin: first ``("init", sys_path, spec)``
+with the pickled ``ShardSpec`` (unpickled only once the parent's import path
+is known, so an env factory from the host's modules loads here too), then
+``("weights", version, arrays)`` and ``("stop",)``. Frames out on stdout:
+``("ready",)``, then ``("msg", message, report)`` for each message of the
+agents, ``("report", report)`` every ``BEAT`` seconds (the parent takes a long
+silence for a hang), and last ``("stopped", report)`` or
+``("error", exception, traceback)``. The shard runs on uvloop; the output
+pipe's writes wait until the parent has read, so a full queue in the trainer
+holds the agents back here as it does on the trainer's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import signal
+import sys
+import traceback
+from typing import Any
+
+from asynca3c.runtime.shard import Shard, ShardReport
+from asynca3c.runtime.uvloop_runner import run_on_uvloop
+from asynca3c.runtime.wire import encode_frame, read_frame_async
+
+#: Seconds between reports while nothing else is sent.
+BEAT = 1.0
+
+
+async def _pipes(in_fd: int, out_fd: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(in_fd, "rb", 0))
+    transport, protocol = await loop.connect_write_pipe(
+        lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), os.fdopen(out_fd, "wb", 0))
+    transport.set_write_buffer_limits(high=0)  # drain() waits until the pipe took every byte
+    return reader, asyncio.StreamWriter(transport, protocol, None, loop)
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself when it survives pickling, else a RuntimeError with its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+async def serve(in_fd: int, out_fd: int) -> None:
+    reader, writer = await _pipes(in_fd, out_fd)
+
+    async def send(frame: Any) -> None:
+        writer.write(encode_frame(frame))
+        await writer.drain()
+
+    try:
+        await _serve(reader, send)
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()  # the last frame reaches the pipe before the process ends
+        except (ConnectionError, BrokenPipeError):
+            pass
+
+
+async def _serve(reader: asyncio.StreamReader, send) -> None:
+    first = await read_frame_async(reader)
+    if first is None:
+        return
+    try:
+        _, sys_path, blob = first
+        sys.path.extend(p for p in sys_path if p not in sys.path)
+        spec = pickle.loads(blob)
+    except Exception as exc:
+        refusal = RuntimeError(f"the shard could not load its settings and environment source: "
+                               f"{type(exc).__name__}: {exc} (an env_factory must be importable by module "
+                               "path in a new process)")
+        await send(("error", refusal, traceback.format_exc()))
+        return
+
+    async def ship(message: Any, report: ShardReport) -> None:
+        await send(("msg", message, report))
+
+    shard = Shard(spec, ship)
+    try:
+        await shard.start()
+    except Exception as exc:
+        await send(("error", _portable(exc), traceback.format_exc()))
+        await shard.aclose()
+        return
+    await send(("ready",))
+    loop = asyncio.get_running_loop()
+    control = loop.create_task(_control(reader, shard), name="asynca3c-shard-control")
+    beat = loop.create_task(_beat(shard, send), name="asynca3c-shard-beat")
+    error: BaseException | None = None
+    try:
+        await shard.run()
+    except Exception as exc:
+        error = exc
+    finally:
+        control.cancel()
+        beat.cancel()
+        await asyncio.gather(control, beat, return_exceptions=True)
+        await shard.aclose()
+    if error is not None:
+        await send(("error", _portable(error), traceback.format_exc()))
+    else:
+        await send(("stopped", shard.take_report()))
+
+
+async def _control(reader: asyncio.StreamReader, shard: Shard) -> None:
+    """Weights and the stop request; the parent's end of input (it closed or died) stops the shard too."""
+    while True:
+        frame = await read_frame_async(reader)
+        if frame is None or frame[0] == "stop":
+            shard.stop()
+            return
+        if frame[0] == "weights":
+            shard.set_weights(frame[2], frame[1])
+
+
+async def _beat(shard: Shard, send) -> None:
+    while True:
+        await asyncio.sleep(BEAT)
+        await send(("report", shard.take_report()))
+
+
+def main() -> None:
+    # A terminal's Ctrl-C reaches the whole process group: the parent decides what stopping means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    out_fd = os.dup(sys.stdout.fileno())
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not corrupt the frames
+    run_on_uvloop(serve(sys.stdin.fileno(), out_fd))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Acting shards in worker processes: they learn, a killed or silent shard is restarted and counted,
+too many deaths stop the run with one clear error, and nothing is left running after stop or cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import signal
+
+import pytest
+from conftest import process_alive
+from latency_env import LatencyCartPole
+
+from asynca3c import Config, EnvFault, Trainer
+from asynca3c.errors import ConfigError, ShardError
+from asynca3c.outputs import checkpoint
+
+
+async def until(condition, seconds: float = 30.0) -> bool:
+    """Whether ``condition()`` came true within ``seconds`` (polled)."""
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()
+
+
+def shard_pids(trainer: Trainer) -> list[int]:
+    assert trainer._run is not None
+    return [s.pid for s in trainer._run.agents if s.pid is not None]
+
+
+class FaultyLatencyCartPole(LatencyCartPole):
+    """The 50th step of all instances in a process raises: one environment fault inside a shard."""
+
+    steps = 0
+
+    async def step(self, action):
+        FaultyLatencyCartPole.steps += 1
+        if FaultyLatencyCartPole.steps == 50:
+            raise RuntimeError("the simulator lost its connection")
+        return await super().step(action)
+
+
+def test_two_shards_learn_cartpole_and_leave_nothing_running(run_on):
+    async def main_():
+        cfg = Config(shards=2, seconds=60, until_solved=True, final_eval_episodes=20, log_interval=0.5)
+        async with Trainer(cfg) as trainer:
+            pids = shard_pids(trainer)
+            assert len(pids) == 2 and all(process_alive(p) for p in pids)
+            result = await trainer.wait()
+        return result, pids
+
+    result, pids = run_on(main_())
+    assert result.solved and result.eval_mean_return >= 400, result
+    assert result.shard_restarts == 0
+    assert not any(process_alive(p) for p in pids)
+
+
+def test_a_killed_shard_is_restarted_counted_and_the_run_completes(tmp_path):
+    async def main_():
+        cfg = Config(shards=2, seconds=0, final_eval_episodes=0, log_interval=0.2)
+        async with Trainer(cfg, run_dir=tmp_path / "r") as trainer:
+            await asyncio.sleep(1.0)
+            first = shard_pids(trainer)[0]
+            os.kill(first, signal.SIGKILL)
+            assert await until(lambda: trainer.snapshot()["shard_restarts"] == 1)
+            assert await until(lambda: len(shard_pids(trainer)) == 2 and first not in shard_pids(trainer))
+            steps = trainer.snapshot()["env_steps"]
+            assert await until(lambda: trainer.snapshot()["env_steps"] > steps + 10_000)  # acting goes on
+            pids = shard_pids(trainer)
+            result = await trainer.stop()
+        return result, pids
+
+    result, pids = asyncio.run(main_())
+    assert result.shard_restarts == 1 and result.stop_reason == "requested"
+    assert checkpoint.load(tmp_path / "r")["counters"]["shard_restarts"] == 1
+    assert not any(process_alive(p) for p in pids)
+
+
+def test_a_silent_shard_is_killed_and_restarted():
+    async def main_():
+        cfg = Config(shards=1, agents=1, seconds=0, final_eval_episodes=0, shard_timeout=1.5, log_interval=0.2)
+        async with Trainer(cfg) as trainer:
+            await asyncio.sleep(0.5)
+            (hung,) = shard_pids(trainer)
+            os.kill(hung, signal.SIGSTOP)  # alive, but it says nothing any more
+            assert await until(lambda: trainer.snapshot()["shard_restarts"] == 1, 20)
+            assert await until(lambda: shard_pids(trainer) and shard_pids(trainer)[0] != hung)
+            result = await trainer.stop()
+        return result, hung
+
+    result, hung = asyncio.run(main_())
+    assert result.shard_restarts == 1
+    assert not process_alive(hung)
+
+
+def test_shards_that_keep_dying_stop_the_run_with_one_clear_error():
+    async def main_():
+        cfg = Config(shards=1, agents=1, seconds=0, final_eval_episodes=0, max_shard_restarts=1, log_interval=0.2)
+        async with Trainer(cfg) as trainer:
+            killed: set[int] = set()
+            for _ in range(2):
+                assert await until(lambda: bool(shard_pids(trainer)) and shard_pids(trainer)[0] not in killed)
+                await asyncio.sleep(0.3)
+                pid = shard_pids(trainer)[0]
+                killed.add(pid)
+                os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(30)
+        return killed
+
+    with pytest.raises(ShardError) as caught:
+        asyncio.run(main_())
+    text = str(caught.value)
+    assert text.startswith("shard 0's process ") and "(signal 9, SIGKILL)" in text, text
+    assert "lost 2 times within 10 minutes, stopped after 1 restarts (max_shard_restarts=1)" in text, text
+
+
+def test_cancelling_the_host_leaves_no_shard_running(run_on):
+    pids: list[int] = []
+
+    async def host():
+        async with Trainer(Config(shards=2, seconds=0, final_eval_episodes=0)) as trainer:
+            pids.extend(shard_pids(trainer))
+            await asyncio.sleep(30)
+
+    async def main_():
+        task = asyncio.ensure_future(host())
+        assert await until(lambda: len(pids) == 2)
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run_on(main_())
+    assert len(pids) == 2 and not any(process_alive(p) for p in pids)
+
+
+def test_async_environments_run_on_shards_from_an_importable_factory():
+    factory = functools.partial(LatencyCartPole, latency=0.001)
+    cfg = Config(shards=2, agents=2, envs_per_agent=8, final_eval_episodes=5, log_interval=0.5)
+    result = asyncio.run(Trainer(cfg, env_factory=factory).run(steps=20_000))
+    assert result.env_steps >= 20_000 and result.updates > 0 and result.shard_restarts == 0
+
+
+def test_an_env_factory_a_shard_cannot_import_is_refused_with_a_clear_error():
+    cfg = Config(shards=1, agents=1)
+    with pytest.raises(ConfigError, match=r"shards=1 needs an env_factory that pickles .*or use shards=0"):
+        asyncio.run(Trainer(cfg, env_factory=lambda: LatencyCartPole()).run(seconds=5))
+
+
+def test_an_env_fault_in_a_shard_stops_the_run_under_the_fail_policy():
+    cfg = Config(shards=1, agents=1, envs_per_agent=2, env_faults="fail", final_eval_episodes=0)
+    with pytest.raises(EnvFault, match="the simulator lost its connection"):
+        asyncio.run(Trainer(cfg, env_factory=FaultyLatencyCartPole).run(seconds=30))
+
+
+def test_an_env_fault_in_a_shard_is_survived_and_counted_under_the_restart_policy():
+    cfg = Config(shards=1, agents=1, envs_per_agent=2, env_faults="restart", final_eval_episodes=0)
+    result = asyncio.run(Trainer(cfg, env_factory=FaultyLatencyCartPole).run(steps=2_000))
+    assert result.env_faults == 1 and result.env_steps >= 2_000
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    (dict(shards=3, agents=2), "shards=3 is not allowed: an integer in [0, agents] (2)"),
+    (dict(shards=1, agents=1, deterministic=True), "shards=1 is not allowed: 0 with deterministic=True"),
+    (dict(shards=1, novelty_bonus=0.1), "shards=1 is not allowed: 0 with novelty_bonus"),
+    (dict(shards=-1), "shards=-1 is not allowed: an integer >= 0"),
+    (dict(shard_timeout=0), "shard_timeout=0 is not allowed: a number > 0"),
+])
+def test_bad_shard_settings_are_refused(changes, message):
+    with pytest.raises(ConfigError) as caught:
+        Config(**changes)
+    assert message in str(caught.value)
