@@ -10,7 +10,7 @@ worker and envs released). The trainer's own figures are shown beside them.
 Targets: the worst lag in every phase <= 50 ms; p99 while training <= 5 ms.
 Runs on asyncio and on uvloop, ``--repeats`` times each, alternating.
 
-    python bench/bench_host_lag.py [--seconds 6] [--interval 0.001] [--repeats 3]
+    python bench/bench_host_lag.py [--seconds 6] [--interval 0.001] [--repeats 3] [--shards 0]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ TARGET_MAX_MS, TARGET_TRAIN_P99_MS = 50.0, 5.0
 PHASES = ("start", "train", "stop", "close")
 
 
-async def measure(seconds: float, interval: float, save_every: float, run_dir: Path) -> dict:
+async def measure(seconds: float, interval: float, save_every: float, run_dir: Path, shards: int = 0) -> dict:
     lags: dict[str, list[float]] = {p: [] for p in PHASES}
     phase = "idle"
 
@@ -43,7 +43,7 @@ async def measure(seconds: float, interval: float, save_every: float, run_dir: P
 
     beat = asyncio.create_task(heartbeat())
     await asyncio.sleep(0.2)  # the heartbeat's own start-up is not the trainer's
-    cfg = Config(seconds=0, save_every=save_every, final_eval_episodes=100)
+    cfg = Config(seconds=0, save_every=save_every, final_eval_episodes=100, shards=shards)
     phase = "start"
     trainer = Trainer(cfg, run_dir=run_dir)
     async with trainer:
@@ -73,8 +73,10 @@ def main(argv=None) -> int:
     p.add_argument("--interval", type=float, default=0.001, help="heartbeat period in seconds (default: 0.001)")
     p.add_argument("--save-every", type=float, default=2.0, help="checkpoint period while training (default: 2)")
     p.add_argument("--repeats", type=int, default=3, help="runs per loop kind (default: 3)")
+    p.add_argument("--shards", type=int, default=0, help="acting shard processes (default: 0, agents on the loop)")
     args = p.parse_args(argv)
-    print(f"default config (CartPole-v1), {args.seconds:g} s of training, a checkpoint every {args.save_every:g} s, "
+    print(f"default config (CartPole-v1, shards={args.shards}), {args.seconds:g} s of training, "
+          f"a checkpoint every {args.save_every:g} s, "
           f"100 final-evaluation episodes; heartbeat every {args.interval * 1000:g} ms; {args.repeats} runs per loop")
     print("| loop | run | start max | train p99 / max | stop max | close max | trainer's own p99 / max | steps/s "
           "| targets |")
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
     for r in range(args.repeats):
         for name, factory in kinds:
             with tempfile.TemporaryDirectory() as tmp, asyncio.Runner(loop_factory=factory) as runner:
-                m = runner.run(measure(args.seconds, args.interval, args.save_every, Path(tmp) / "run"))
+                m = runner.run(measure(args.seconds, args.interval, args.save_every, Path(tmp) / "run", args.shards))
             phase_max = max(m[ph]["max"] for ph in PHASES if ph in m)
             worst = max(worst, phase_max)
             ok = phase_max <= TARGET_MAX_MS and m["train"]["p99"] <= TARGET_TRAIN_P99_MS
