@@ -102,7 +102,8 @@ class Config:
                                       "skipped (the weights stay as they were) and counted")
     optimizers: int = _f(2, "optimizer tasks feeding minimize steps to the learner's executor")
     learner: str = _f("process", "where minimize steps run: 'process' (one worker process with its own "
-                                 "GIL) or 'thread' (executor threads in this process)")
+                                 "GIL), 'thread' (executor threads in this process) or 'ray' (a Ray actor, "
+                                 "given a GPU when device is cuda; see ray and ray_address)")
     min_batch: int = _f(32, "smallest batch (samples) an optimizer trains on")
     max_batch: int = _f(4096, "largest batch (samples) one minimize step takes")
     queue_size: int = _f(2, "bound of the queue, in agent messages (segments, or n-step sample batches); agents "
@@ -136,6 +137,11 @@ class Config:
     max_shard_restarts: int = _f(3, "shard process deaths (or silences past shard_timeout) survived within any "
                                     "10 minutes, all shards together: each restarts that shard with fresh "
                                     "environment seeds; one more stops the run")
+    ray: bool = _f(False, "run the shards as Ray actors (on the Ray instance this process has, else the cluster at "
+                          "ray_address or RAY_ADDRESS, else a new local one) instead of worker processes; needs "
+                          "shards >= 1 and pip install 'asynca3c[ray]'")
+    ray_address: str = _f("", "the Ray cluster to join with ray=True ('': RAY_ADDRESS, or a new local instance)")
+    ray_cpus_per_shard: float = _f(1.0, "CPUs Ray reserves for each shard actor (ray=True)")
     shard_timeout: float = _f(30.0, "seconds a shard may send nothing (it reports every second) before it "
                                     "counts as hung and is restarted")
     device: str = _f("auto", "where minimize steps run: auto, cpu or cuda")
@@ -210,7 +216,7 @@ class Config:
         self._validate_hidden(need)
         need(isinstance(self.device, str) and (self.device in ("auto", "cpu", "cuda") or
                                                self.device.startswith("cuda:")), "device", "auto, cpu, cuda or cuda:N")
-        need(self.learner in ("process", "thread"), "learner", "process or thread")
+        need(self.learner in ("process", "thread", "ray"), "learner", "process, thread or ray")
         need(self.algorithm in ("nstep", "vtrace"), "algorithm", "nstep or vtrace")
         need(self.optimizer in ("rmsprop", "adam"), "optimizer", "rmsprop or adam")
         need(self.lr_schedule in ("constant", "linear"), "lr_schedule", "constant or linear")
@@ -235,6 +241,9 @@ class Config:
                  "one loop)")
             need(not self.novelty_bonus, "shards", "0 with novelty_bonus (its visit counts live on the "
                  "trainer's loop)")
+        need(isinstance(self.ray, bool), "ray", "true or false")
+        need(not self.ray or self.shards >= 1, "ray", "True only with shards >= 1 (the shards are what runs on Ray)")
+        need(isinstance(self.ray_address, str), "ray_address", "a Ray address such as 'ray://host:10001' or ''")
         if self.deterministic:
             need(self.algorithm == "vtrace", "deterministic", "only with algorithm='vtrace'")
             need(self.agents == 1, "deterministic", f"only with agents=1 (got {self.agents})")
@@ -356,6 +365,7 @@ NUMBER_RANGES: dict[str, tuple[float, bool, float, str]] = {
     "log_std_init": (-5.0, False, 2.0, "2"),
     "env_step_timeout": (0, False, 1e9, "1e9"),
     "shard_timeout": (0, True, 1e9, "1e9"),
+    "ray_cpus_per_shard": (0, False, 1e6, "1e6"),
     "seconds": (0, False, 1e9, "1e9"),
     "save_every": (0, False, 1e9, "1e9"),
     "log_interval": (0, True, 1e9, "1e9"),

@@ -76,7 +76,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         elif f.name == "device":
             group.add_argument(flag, metavar="auto|cpu|cuda", **kw)
         elif f.name == "learner":
-            group.add_argument(flag, choices=["process", "thread"], **kw)
+            group.add_argument(flag, choices=["process", "thread", "ray"], **kw)
         else:
             group.add_argument(flag, type=type(default), **kw)
 

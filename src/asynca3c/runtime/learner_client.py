@@ -78,14 +78,16 @@ def make_learner(model: ActorCritic, config: Config, device: torch.device,
     spec = LearnerSpec.of(model, config, device)
     if config.learner == "process":
         return RestartingLearner(spec, config.max_learner_restarts, on_restart)
+    if config.learner == "ray":  # ray_learner imports this module: it is asked only where Ray is wanted
+        raise ValueError("learner='ray': use asynca3c.runtime.ray_learner.make_ray_learner")
     return ThreadLearner(spec, config.optimizers)
 
 
 class LearnerDied(LearnerError):
-    """The worker process is gone; ``how`` says how it ended ('signal 9', 'exit code 1')."""
+    """The worker process (or Ray actor) is gone; ``how`` says how it ended ('signal 9', 'exit code 1')."""
 
-    def __init__(self, how: str):
-        super().__init__(f"the learner process died ({how})")
+    def __init__(self, how: str, what: str = "process"):
+        super().__init__(f"the learner {what} died ({how})")
         self.how = how
 
 
@@ -96,6 +98,18 @@ def _how(code: int | None) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"exit code {code}"
+
+
+class LearnerWorker(Protocol):
+    """Where a ``RestartingLearner``'s requests run: raises ``LearnerDied`` from ``_request`` once gone."""
+
+    pid: int | None
+
+    async def start(self) -> None: ...
+
+    async def _request(self, op: str, arg): ...
+
+    async def aclose(self) -> None: ...
 
 
 class ProcessLearner:
@@ -222,9 +236,12 @@ class RestartingLearner:
 
     WINDOW = 600.0
 
-    def __init__(self, spec: LearnerSpec, max_restarts: int, on_restart: Callable[[], None]):
+    def __init__(self, spec: LearnerSpec, max_restarts: int, on_restart: Callable[[], None],
+                 make_worker: Callable[[LearnerSpec], LearnerWorker] = lambda spec: ProcessLearner(spec)):
+        """``make_worker``: a new worker (a process by default, a Ray actor for learner='ray')."""
         self._spec, self.max_restarts, self._on_restart = spec, max_restarts, on_restart
-        self._worker = ProcessLearner(spec)
+        self._make_worker = make_worker
+        self._worker = make_worker(spec)
         self._held: dict | None = None  # model, optimizer, version: what a new worker starts from
         self._version = 0  # the newest version a reply carried
         self._lock = asyncio.Lock()
@@ -245,7 +262,7 @@ class RestartingLearner:
 
     async def start(self) -> None:
         await self._worker.start()
-        self._held = await self._worker.state()
+        self._held = await self._worker._request("state", None)
 
     async def step(self, batch: SampleBatch, lr_factor: float = 1.0):
         return self._seen(await self._call("step", (batch, lr_factor)))
@@ -274,7 +291,7 @@ class RestartingLearner:
             except LearnerDied as died:
                 await self._restart(worker, died)
 
-    async def _restart(self, dead: ProcessLearner, died: LearnerDied) -> None:
+    async def _restart(self, dead: LearnerWorker, died: LearnerDied) -> None:
         async with self._lock:
             if self._worker is not dead:  # another request found it dead first and restarted it
                 return
@@ -284,15 +301,15 @@ class RestartingLearner:
             while recent and now - recent[0] > self.WINDOW:
                 recent.popleft()
             if len(recent) >= self.max_restarts:
-                raise LearnerError(f"the learner process died ({died.how}) {len(recent) + 1} times within "
+                raise LearnerError(f"{died} {len(recent) + 1} times within "
                                    f"{self.WINDOW / 60:.0f} minutes; stopped after {len(recent)} restarts "
                                    f"(max_learner_restarts={self.max_restarts})")
-            new = ProcessLearner(self._spec)
+            new = self._make_worker(self._spec)
             try:
                 await new.start()
                 held = self._held
                 if held is not None:  # versions go on from the newest one published, so the acting copy follows
-                    await new.load({**held, "version": max(self._version, int(held["version"]))})
+                    await new._request("load", {**held, "version": max(self._version, int(held["version"]))})
             except BaseException:  # cancelled or failed half-way: the new process must not outlive us
                 await new.aclose()
                 raise

@@ -20,6 +20,28 @@ from asynca3c.core.learner import Learner, LearnerSpec
 from asynca3c.runtime.wire import read_frame, write_frame
 
 
+def answer(learner: Learner | None, op: str, arg) -> tuple[Learner | None, object]:
+    """One request (op, arg) to ``learner`` (None before 'init'): the learner from now on, and the reply.
+    The worker process and the Ray learner actor both answer this way."""
+    if op == "init":
+        if not isinstance(arg, LearnerSpec):
+            raise TypeError(f"init needs a LearnerSpec, got {type(arg).__name__}")
+        learner = arg.build()
+        return learner, learner.version
+    if learner is None:
+        raise RuntimeError(f"learner request {op!r} before 'init'")
+    if op in ("step", "learn"):
+        batch, lr_factor = arg
+        stats, weights = (learner.step if op == "step" else learner.learn)(batch, lr_factor)
+        return learner, (stats, [w.numpy() for w in weights])
+    if op == "state":
+        return learner, learner.state()
+    if op == "load":
+        learner.load(arg)
+        return learner, None
+    raise ValueError(f"unknown learner request {op!r}")
+
+
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
     """Answer requests until 'close' or end of input. Requests are (op, arg)."""
     learner: Learner | None = None
@@ -29,24 +51,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             return
         op, arg = request
         try:
-            if op == "init":
-                if not isinstance(arg, LearnerSpec):
-                    raise TypeError(f"init needs a LearnerSpec, got {type(arg).__name__}")
-                learner = arg.build()
-                reply: object = learner.version
-            elif learner is None:
-                raise RuntimeError(f"learner request {op!r} before 'init'")
-            elif op in ("step", "learn"):
-                batch, lr_factor = arg
-                stats, weights = (learner.step if op == "step" else learner.learn)(batch, lr_factor)
-                reply = (stats, [w.numpy() for w in weights])
-            elif op == "state":
-                reply = learner.state()
-            elif op == "load":
-                learner.load(arg)
-                reply = None
-            else:
-                raise ValueError(f"unknown learner request {op!r}")
+            learner, reply = answer(learner, op, arg)
         except Exception as exc:  # the parent re-raises it where it awaited the request
             write_frame(out, ("error", _portable(exc), traceback.format_exc()))
             continue

@@ -21,6 +21,7 @@ import pickle
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 
@@ -45,7 +46,7 @@ from asynca3c.runtime.metrics import MetricsHub
 from asynca3c.runtime.predictor import Predictor
 from asynca3c.runtime.progress import Progress
 from asynca3c.runtime.shard import ShardSpec
-from asynca3c.runtime.shard_client import ProcessShard, RestartBudget
+from asynca3c.runtime.shard_client import ProcessShard, RestartBudget, ShardClient
 from asynca3c.runtime.updates import STOP, DirectLearning, lr_factor, segment_update_task, update_task
 
 
@@ -149,14 +150,20 @@ class TrainingRun:
         self.progress = Progress(cfg.solve_window, threshold,
                                  on_solved=(lambda: stop.reached("solved")) if cfg.until_solved else None)
         self.lr = lr_factor(cfg.lr_schedule, self.progress, 0.0 if cfg.deterministic else cfg.seconds, cfg.steps)
-        self.learner: LearnerClient = make_learner(model, cfg, device, on_restart=self._count_restart)
+        self.learner: LearnerClient
+        if cfg.learner == "ray":
+            from asynca3c.runtime.ray_learner import make_ray_learner
+
+            self.learner = make_ray_learner(model, cfg, device, on_restart=self._count_restart)
+        else:
+            self.learner = make_learner(model, cfg, device, on_restart=self._count_restart)
         self.queue: asyncio.Queue = asyncio.Queue(cfg.queue_size)
         restart = cfg.env_faults == "restart" or (cfg.env_faults == "auto" and source.restarts_by_default)
         self.faults = FaultPolicy(restart, cfg.max_env_faults_per_minute, self.progress)
         if resume is not None:
             self.progress.restore(resume["counters"])
             self.predictor.version = int(resume["version"])
-        self.agents: list[AnyAgent | ProcessShard] = []
+        self.agents: list[AnyAgent | ShardClient] = []
         self._save_lock = threading.Lock()
 
     async def start(self) -> None:
@@ -305,7 +312,7 @@ class TrainingRun:
             return
         error.add_note(f"the newest learner state (policy version {state['version']}) is saved in {path}")
 
-    async def _act(self, agent: AnyAgent | ProcessShard) -> None:
+    async def _act(self, agent: AnyAgent | ShardClient) -> None:
         await agent.run()
         if self.config.deterministic:  # its agent stopped at the step budget: the run ends there
             self.stop.reached("steps")
@@ -331,28 +338,40 @@ class TrainingRun:
                            **extra)
 
     async def _start_shards(self) -> None:
-        """The acting shards' processes, each ready with its agents (outside the clock); on failure the
-        caller's ``aclose`` releases the ones that started."""
+        """The acting shards, each ready with its agents (outside the clock); on failure the caller's
+        ``aclose`` releases the ones that started."""
         cfg = self.config
         self._check_shippable()
         budget = RestartBudget(cfg.max_shard_restarts, self.progress)
-        shards = [ProcessShard(i, functools.partial(self._shard_spec, i), queue=self.queue, progress=self.progress,
-                               predictor=self.predictor, budget=budget, timeout=cfg.shard_timeout)
-                  for i in range(cfg.shards)]
+        common: dict[str, Any] = dict(queue=self.queue, progress=self.progress, predictor=self.predictor, budget=budget,
+                                      timeout=cfg.shard_timeout)
+        shards: list[ShardClient]
+        if cfg.ray:
+            from asynca3c.runtime import ray_shards
+
+            await asyncio.to_thread(ray_shards.connect, cfg.ray_address)
+            store = ray_shards.WeightsStore()
+            options = {"num_cpus": cfg.ray_cpus_per_shard}
+            shards = [ray_shards.RayShard(i, functools.partial(self._shard_spec, i), options=options, store=store,
+                                          **common) for i in range(cfg.shards)]
+        else:
+            shards = [ProcessShard(i, functools.partial(self._shard_spec, i), **common) for i in range(cfg.shards)]
         self.agents = list(shards)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for shard in shards:
-                    tg.create_task(shard.start(), name=f"asynca3c-start-{shard.name}")
-        except BaseExceptionGroup as group:
-            error = first_error(group)
-            if error is None:
-                raise
-            raise error from None
+        for shard in shards:  # one at a time: shards importing torch at once starve the host's loop of a core
+            await shard.start()
 
     def _check_shippable(self) -> None:
         """Shards rebuild the environment source in a new process: it must pickle, by reference to a module
         that process can import."""
+        if self.config.ray:  # cloudpickle: what a node cannot import travels by value
+            from asynca3c.runtime.ray_shards import import_ray
+
+            try:
+                import_ray().cloudpickle.dumps(self.source)
+            except Exception as e:
+                raise ConfigError(f"ray=True needs an env_factory that cloudpickle can take ({type(e).__name__}: "
+                                  f"{e})") from None
+            return
         factory = getattr(self.source, "factory", None)
         module = getattr(factory, "__module__", None) or type(factory).__module__
         if factory is not None and module == "__main__":

@@ -1,20 +1,21 @@
-"""The trainer's side of an acting shard in a worker process (``shard_worker``): start it, send it the
-newest weights, put what its agents ship on the run's queue, and restart it when it dies.
+"""The trainer's side of an acting shard: start it, send it the newest weights, put what its agents ship
+on the run's queue, and restart it when it dies. ``ProcessShard`` runs the shard in a worker process
+(``shard_worker``); ``ray_shards.RayShard`` runs the same shard as a Ray actor.
 
-A ``ProcessShard`` stands where an agent would on the trainer's loop (``run``,
+A shard client stands where an agent would on the trainer's loop (``run``,
 ``stop``, ``aclose``), so a run treats its shards like its agents. Reading a
 shard's frames is the only work it adds to the loop: its environments, its
-forward passes and its return kernels run in its own process, on another core.
-The reader waits on the run's bounded queue before reading on, and the shard
-waits on its pipe, so a slow learner holds shards back as it holds agents.
+forward passes and its return kernels run elsewhere, on another core. The
+reader waits on the run's bounded queue before reading on, and the shard waits
+on its channel, so a slow learner holds shards back as it holds agents.
 
-A shard whose process dies, or that sends nothing for ``shard_timeout``
-seconds (it reports every second), is killed and started again with fresh
-environment seeds and the current weights; its unsent samples are all that is
-lost, and ``shard_restarts`` counts it. Restarts beyond ``max_shard_restarts``
-within ten minutes (all shards together) stop the run. A shard that reports an
-error (an environment fault the fault policy does not survive, an env_factory
-that does not load) stops the run with that error: a restart would meet it again.
+A shard that dies, or that sends nothing for ``shard_timeout`` seconds (it
+reports every second), is killed and started again with fresh environment
+seeds and the current weights; its unsent samples are all that is lost, and
+``shard_restarts`` counts it. Restarts beyond ``max_shard_restarts`` within
+ten minutes (all shards together) stop the run. A shard that reports an error
+(an environment fault the fault policy does not survive, an env_factory that
+does not load) stops the run with that error: a restart would meet it again.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+
+import numpy as np
 
 from asynca3c.errors import Asynca3cError, ShardError
 from asynca3c.runtime.predictor import Predictor
@@ -40,7 +43,7 @@ EXIT_GRACE = 5.0
 
 
 class ShardDied(Exception):
-    """The shard process is gone or silent; ``how`` says which."""
+    """The shard is gone or silent; ``how`` says which."""
 
     def __init__(self, how: str):
         super().__init__(how)
@@ -77,42 +80,184 @@ class RestartBudget:
         while recent and now - recent[0] > self.WINDOW:
             recent.popleft()
         if len(recent) >= self.max_restarts:
-            raise ShardError(f"{what}; shard processes were lost {len(recent) + 1} times within "
+            raise ShardError(f"{what}; shards were lost {len(recent) + 1} times within "
                              f"{self.WINDOW / 60:.0f} minutes, stopped after {len(recent)} restarts "
                              f"(max_shard_restarts={self.max_restarts})")
         recent.append(now)
         self.progress.shard_restarts += 1
 
 
-class ProcessShard:
-    """One acting shard in a worker process, restarted when it dies."""
+class ShardClient:
+    """One acting shard, wherever it runs, restarted when it dies. Subclasses say how a shard is started
+    (``_spawn``), heard (``_next_frames``), sent weights (``_send_weights``), asked to stop
+    (``_send_stop``), killed (``_kill``) and released (``_release``)."""
+
+    kind = "shard"
 
     def __init__(self, index: int, spec_for: Callable[[int], ShardSpec], *, queue: asyncio.Queue,
                  progress: Progress, predictor: Predictor, budget: RestartBudget, timeout: float):
-        """``spec_for(restarts)``: the spec of the shard's next process (fresh seeds after a restart)."""
+        """``spec_for(restarts)``: the spec of the shard's next incarnation (fresh seeds after a restart)."""
         self.index, self._spec_for = index, spec_for
         self.queue, self.progress, self.predictor = queue, progress, predictor
         self.budget, self.timeout = budget, timeout
         self.restarts = 0
         self.stopping = False
-        self._proc: asyncio.subprocess.Process | None = None
         self._pusher: asyncio.Task | None = None
         self.name = f"shard {index}"
+
+    async def start(self) -> None:
+        """Start the shard and wait until its agents are made (outside the run's clock)."""
+        try:
+            await self._start_one()
+        except ShardDied as died:
+            raise ShardError(f"{self.name} did not start: its {self.kind} {died.how}") from None
+
+    async def _start_one(self) -> None:
+        spec = self._spec_for(self.restarts)
+        await self._spawn(spec)
+        self._pusher = asyncio.get_running_loop().create_task(self._push_weights(spec.version),
+                                                              name=f"asynca3c-{self.name}-weights")
+        if self.stopping:
+            self._send_stop()
+
+    def _remote_error(self, exc: BaseException, remote_tb: str) -> BaseException:
+        if not isinstance(exc, Asynca3cError):  # a bug or an env's own error, not a refusal: where it happened
+            exc.add_note(f"in {self.name}'s {self.kind}:\n{remote_tb}")
+        return exc
+
+    async def _push_weights(self, sent: int) -> None:
+        """Each newer version the trainer's acting copy adopts, to the shard; versions that arrive while
+        the last one is still on its way are skipped for the newest."""
+        predictor = self.predictor
+        changed = predictor.watch()
+        try:
+            while True:
+                if predictor.version <= sent:
+                    await changed.wait()
+                    changed.clear()
+                    continue
+                sent = predictor.version
+                if not await self._send_weights(sent, [t.detach().numpy() for t in predictor.model.shipped()]):
+                    return  # the shard is gone; the reader restarts it
+        finally:
+            predictor.unwatch(changed)
+
+    async def run(self) -> None:
+        """Put the shard's messages on the queue and its reports into the run's progress until it has
+        stopped; restart it whenever it dies."""
+        try:
+            while True:
+                try:
+                    await self._serve()
+                    return
+                except ShardDied as died:
+                    if self.stopping:
+                        return
+                    await self._restart(died)
+        finally:
+            await self._stop_pusher()
+            await self._release()
+
+    async def _restart(self, died: ShardDied) -> None:
+        """A new incarnation in place of the dead one; a replacement that dies before it is ready is one
+        more death (``budget`` raises once they are too many)."""
+        while True:
+            await self._stop_pusher()
+            await self._release()
+            self.budget.spend(f"{self.name}'s {self.kind} {died.how}")
+            self.restarts += 1
+            try:
+                await self._start_one()
+                return
+            except ShardDied as again:
+                died = again
+
+    async def _serve(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    frames = await self._next_frames()
+            except TimeoutError:
+                await self._kill()
+                raise ShardDied(f"sent nothing for {self.timeout:g} s (shard_timeout)") from None
+            pusher = self._pusher
+            if pusher is not None and pusher.done() and not pusher.cancelled() and pusher.exception() is not None:
+                raise pusher.exception()  # type: ignore[misc]  # a bug in sending weights: not to be hidden
+            for frame in frames:
+                kind = frame[0]
+                if kind == "msg":
+                    self._apply(frame[2])
+                    await self.queue.put(frame[1])
+                elif kind == "report":
+                    self._apply(frame[1])
+                elif kind == "stopped":
+                    self._apply(frame[1])
+                    return
+                elif kind == "error":
+                    raise self._remote_error(frame[1], frame[2])
+
+    def _apply(self, report: ShardReport) -> None:
+        report.apply(self.progress)
+
+    def stop(self) -> None:
+        """The shard's agents finish their step and it sends what it holds; then ``run`` returns."""
+        self.stopping = True
+        self._send_stop()
+
+    async def _stop_pusher(self) -> None:
+        pusher, self._pusher = self._pusher, None
+        if pusher is not None:
+            pusher.cancel()
+            await asyncio.gather(pusher, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Release the shard now (also when ``run`` never started)."""
+        self.stopping = True
+        await self._stop_pusher()
+        await self._release()
+
+    # --- how a shard is reached: the subclass's part ---------------------------------------------
+
+    async def _spawn(self, spec: ShardSpec) -> None:
+        """Start a shard from ``spec`` and wait until it is ready; ShardDied if it dies first, the shard's
+        own error if it refuses."""
+        raise NotImplementedError
+
+    async def _next_frames(self) -> list[tuple]:
+        """The next frames the shard sent (at least one); ShardDied when it is gone."""
+        raise NotImplementedError
+
+    async def _send_weights(self, version: int, weights: list[np.ndarray]) -> bool:
+        """Hand the shard ``weights``; False when it is gone."""
+        raise NotImplementedError
+
+    def _send_stop(self) -> None:
+        raise NotImplementedError
+
+    async def _kill(self) -> None:
+        """End the shard at once (it stopped answering)."""
+        raise NotImplementedError
+
+    async def _release(self) -> None:
+        """Let the shard end and free what it held (idempotent)."""
+        raise NotImplementedError
+
+
+class ProcessShard(ShardClient):
+    """An acting shard in a worker process (``python -m asynca3c.runtime.shard_worker``) on this machine."""
+
+    kind = "process"
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self._proc: asyncio.subprocess.Process | None = None
 
     @property
     def pid(self) -> int | None:
         """The worker process's (a new one after a restart)."""
         return None if self._proc is None else self._proc.pid
 
-    async def start(self) -> None:
-        """Start the worker and wait until its agents are made (outside the run's clock)."""
-        try:
-            await self._spawn()
-        except ShardDied as died:
-            raise ShardError(f"{self.name} did not start: its process {died.how}") from None
-
-    async def _spawn(self) -> None:
-        spec = self._spec_for(self.restarts)
+    async def _spawn(self, spec: ShardSpec) -> None:
         blob = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
         # A session of its own, like the learner's: a Ctrl-C is the trainer's to handle, not the shard's.
         proc = self._proc = await asyncio.create_subprocess_exec(
@@ -133,102 +278,26 @@ class ProcessShard:
         if reply is None:
             raise ShardDied(f"ended before it was ready ({_how(await proc.wait())})")
         if reply[0] == "error":
-            raise self._remote_error(reply)
-        self._pusher = asyncio.get_running_loop().create_task(self._push_weights(proc, spec.version),
-                                                              name=f"asynca3c-{self.name}-weights")
-        if self.stopping:
-            self._send_stop()
+            raise self._remote_error(reply[1], reply[2])
 
-    def _remote_error(self, reply) -> BaseException:
-        _, exc, remote_tb = reply
-        if not isinstance(exc, Asynca3cError):  # a bug or an env's own error, not a refusal: where it happened
-            exc.add_note(f"in {self.name}'s process:\n{remote_tb}")
-        return exc
-
-    async def _push_weights(self, proc: asyncio.subprocess.Process, sent: int) -> None:
-        """Each newer version the trainer's acting copy adopts, to the shard; versions that arrive while
-        the last one is still crossing the pipe are skipped for the newest."""
-        predictor = self.predictor
-        changed = predictor.watch()
-        assert proc.stdin is not None  # started with a stdin pipe
-        try:
-            while True:
-                if predictor.version <= sent:
-                    await changed.wait()
-                    changed.clear()
-                    continue
-                sent = predictor.version
-                frame = encode_frame(("weights", sent, [t.detach().numpy() for t in predictor.model.shipped()]))
-                try:
-                    proc.stdin.write(frame)
-                    await proc.stdin.drain()
-                except (ConnectionError, RuntimeError):
-                    return  # the process is gone (a closed transport raises RuntimeError); the reader restarts it
-        finally:
-            predictor.unwatch(changed)
-
-    async def run(self) -> None:
-        """Put the shard's messages on the queue and its reports into the run's progress until it has
-        stopped; restart it whenever it dies."""
-        try:
-            while True:
-                try:
-                    await self._serve()
-                    return
-                except ShardDied as died:
-                    if self.stopping:
-                        return
-                    await self._restart(died)
-        finally:
-            await self._release()
-
-    async def _restart(self, died: ShardDied) -> None:
-        """A new process in place of the dead one; a replacement that dies before it is ready is one more
-        death (``budget`` raises once they are too many)."""
-        while True:
-            await self._release()
-            self.budget.spend(f"{self.name}'s process {died.how}")
-            self.restarts += 1
-            try:
-                await self._spawn()
-                return
-            except ShardDied as again:
-                died = again
-
-    async def _serve(self) -> None:
+    async def _next_frames(self) -> list[tuple]:
         proc = self._proc
         assert proc is not None and proc.stdout is not None  # spawned, with a stdout pipe
-        while True:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    frame = await read_frame_async(proc.stdout)
-            except TimeoutError:
-                proc.kill()
-                raise ShardDied(f"sent nothing for {self.timeout:g} s (shard_timeout)") from None
-            if frame is None:
-                raise ShardDied(f"died ({_how(await proc.wait())})")
-            pusher = self._pusher
-            if pusher is not None and pusher.done() and not pusher.cancelled() and pusher.exception() is not None:
-                raise pusher.exception()  # type: ignore[misc]  # a bug in sending weights: not to be hidden
-            kind = frame[0]
-            if kind == "msg":
-                self._apply(frame[2])
-                await self.queue.put(frame[1])
-            elif kind == "report":
-                self._apply(frame[1])
-            elif kind == "stopped":
-                self._apply(frame[1])
-                return
-            elif kind == "error":
-                raise self._remote_error(frame)
+        frame = await read_frame_async(proc.stdout)
+        if frame is None:
+            raise ShardDied(f"died ({_how(await proc.wait())})")
+        return [frame]
 
-    def _apply(self, report: ShardReport) -> None:
-        report.apply(self.progress)
-
-    def stop(self) -> None:
-        """The shard's agents finish their step and it sends what it holds; then ``run`` returns."""
-        self.stopping = True
-        self._send_stop()
+    async def _send_weights(self, version: int, weights: list[np.ndarray]) -> bool:
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            return False
+        try:
+            proc.stdin.write(encode_frame(("weights", version, weights)))
+            await proc.stdin.drain()
+        except (ConnectionError, RuntimeError):  # a closed transport raises RuntimeError
+            return False
+        return True
 
     def _send_stop(self) -> None:
         proc = self._proc
@@ -239,12 +308,12 @@ class ProcessShard:
         except (ConnectionError, RuntimeError):
             pass
 
+    async def _kill(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+
     async def _release(self) -> None:
-        """Stop sending weights; let the process exit on the end of its input, killed if it does not soon."""
-        pusher, self._pusher = self._pusher, None
-        if pusher is not None:
-            pusher.cancel()
-            await asyncio.gather(pusher, return_exceptions=True)
+        """Let the process exit on the end of its input, killed if it does not soon."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -270,8 +339,3 @@ class ProcessShard:
             raise
         finally:
             discard.cancel()
-
-    async def aclose(self) -> None:
-        """Release the process now (also when ``run`` never started)."""
-        self.stopping = True
-        await self._release()
