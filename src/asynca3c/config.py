@@ -142,6 +142,10 @@ class Config:
                           "shards >= 1 and pip install 'asynca3c[ray]'")
     ray_address: str = _f("", "the Ray cluster to join with ray=True ('': RAY_ADDRESS, or a new local instance)")
     ray_cpus_per_shard: float = _f(1.0, "CPUs Ray reserves for each shard actor (ray=True)")
+    shard_nice: int = _f(10, "niceness added to shard processes, so the learner and the trainer's loop get a core "
+                             "first when they need one (acting waits on the learner's queue anyway; measured on "
+                             "LunarLander-v3 with 2 shards on 2 cores: 7.5k steps/s at 10, 5.9k at 0); 0: the "
+                             "same priority")
     shard_timeout: float = _f(30.0, "seconds a shard may send nothing (it reports every second) before it "
                                     "counts as hung and is restarted")
     device: str = _f("auto", "where minimize steps run: auto, cpu or cuda")
@@ -347,6 +351,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "max_learner_restarts": (0, 10_000),
     "shards": (0, 1_024),
     "max_shard_restarts": (0, 10_000),
+    "shard_nice": (0, 19),
     "core_size": (1, 16_384),
     "eval_max_episode_steps": (1, MAX_STEPS_PER_EPISODE),
     "steps": (0, MAX_STEPS),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import signal
 
@@ -49,6 +50,9 @@ def test_two_shards_learn_cartpole_and_leave_nothing_running(run_on):
         async with Trainer(cfg) as trainer:
             pids = shard_pids(trainer)
             assert len(pids) == 2 and all(process_alive(p) for p in pids)
+            ours = os.getpriority(os.PRIO_PROCESS, 0)
+            assert all(os.getpriority(os.PRIO_PROCESS, p) == min(19, ours + cfg.shard_nice) for p in pids)
+            assert await trainer.act([0.0, 0.0, 0.01, 0.0]) in (0, 1)  # from the trainer's own acting copy
             result = await trainer.wait()
         return result, pids
 
@@ -173,3 +177,16 @@ def test_bad_shard_settings_are_refused(changes, message):
     with pytest.raises(ConfigError) as caught:
         Config(**changes)
     assert message in str(caught.value)
+
+
+def test_the_command_trains_with_shards_and_resumes_with_them(run_cli, tmp_path):
+    run_dir = tmp_path / "run"
+    done = run_cli("train", "--env", "CartPole-v1", "--shards", "2", "--agents", "2", "--envs-per-agent", "16",
+                   "--final-eval-episodes", "5", "--quiet", "--run-dir", str(run_dir), "--seconds", "3")
+    assert done.returncode == 0, done.stderr
+    first = json.loads((run_dir / "summary.json").read_text())
+    assert first["config"]["shards"] == 2 and first["env_steps"] > 0 and first["shard_restarts"] == 0
+    done = run_cli("train", "--resume", str(run_dir), "--seconds", "8", "--quiet")  # the budget is the total
+    assert done.returncode == 0, done.stderr
+    second = json.loads((run_dir / "summary.json").read_text())
+    assert second["env_steps"] > first["env_steps"] and second["updates"] > first["updates"]

@@ -75,6 +75,7 @@ async def _serve(reader: asyncio.StreamReader, send) -> None:
         _, sys_path, blob = first
         sys.path.extend(p for p in sys_path if p not in sys.path)
         spec = pickle.loads(blob)
+        os.nice(int(spec.config.get("shard_nice", 0)))
     except Exception as exc:
         refusal = RuntimeError(f"the shard could not load its settings and environment source: "
                                f"{type(exc).__name__}: {exc} (an env_factory must be importable by module "
