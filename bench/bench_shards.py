@@ -11,7 +11,8 @@ core count), 2 shards against 1 (target >= 1.5x on 2 cores), and the
 trainer's loop lag.
 
     python bench/bench_shards.py [--envs-list CartPole-v1,Acrobot-v1] [--shards 0,1,2] [--repeats 3]
-                                 [--seconds 15] [--json out.json]
+                                 [--seconds 15] [--json out.json] [--plot out.png]
+    python bench/bench_shards.py --replot out.json --plot out.png   # redraw a saved run
 """
 
 from __future__ import annotations
@@ -35,6 +36,35 @@ def run(env: str, shards: int, agents: int, envs: int, seconds: float, seed: int
             "eval_window_mean_return": r.eval_window_mean_return, "shard_restarts": r.shard_restarts}
 
 
+def plot(summary: list[dict], path: str) -> None:
+    """Steps/s against shard count per environment (median and range), beside linear scaling from 1 shard."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for env in dict.fromkeys(s["env"] for s in summary):
+        rows = sorted((s for s in summary if s["env"] == env), key=lambda s: s["shards"])
+        ks = [s["shards"] for s in rows]
+        med = [s["median"] for s in rows]
+        err = [[s["median"] - s["min"] for s in rows], [s["max"] - s["median"] for s in rows]]
+        line = ax.errorbar(ks, med, yerr=err, marker="o", capsize=3, label=env)
+        one = next((s["median"] for s in rows if s["shards"] == 1), None)
+        if one:
+            top = [k for k in ks if k >= 1]
+            ax.plot(top, [one * k for k in top], ls=":", color=line[0].get_color(), label=f"{env}: linear from 1")
+    ax.set_xlabel("shards (0: agents on the trainer's loop)")
+    ax.set_ylabel("env steps/s while training")
+    ax.set_yscale("log")
+    ax.set_xticks(sorted({s["shards"] for s in summary}))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--envs-list", default="CartPole-v1,Acrobot-v1", help="comma-separated gymnasium ids")
@@ -44,7 +74,14 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="rounds of every shard count (default 3)")
     p.add_argument("--seconds", type=float, default=15.0, help="seconds per run (default 15)")
     p.add_argument("--json", metavar="PATH")
+    p.add_argument("--plot", metavar="PNG", help="draw steps/s against shards here (needs matplotlib)")
+    p.add_argument("--replot", metavar="JSON", help="only redraw --plot from a saved --json")
     args = p.parse_args(argv)
+    if args.replot:
+        if not args.plot:
+            p.error("--replot needs --plot")
+        plot(json.loads(Path(args.replot).read_text())["summary"], args.plot)
+        return 0
     envs = args.envs_list.split(",")
     counts = [int(k) for k in args.shards.split(",")]
     print(f"acting shards: {args.agents} agents x {args.envs} envs, {args.seconds:g} s per run, "
@@ -82,6 +119,8 @@ def main(argv=None) -> int:
                                                "cores": os.cpu_count(), "runs": runs, "summary": summary},
                                               indent=2))
         print(f"wrote {args.json}")
+    if args.plot:
+        plot(summary, args.plot)
     return 0
 
 
