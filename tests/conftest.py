@@ -66,6 +66,15 @@ def assert_one_line_error() -> Callable[..., str]:
     return _assert_one_line_error
 
 
+async def until(condition: Callable[[], Any], seconds: float = 30.0) -> bool:
+    """Whether ``condition()`` came true within ``seconds`` (polled every 50 ms)."""
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(condition())
+
+
 def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -21,6 +21,7 @@ from asynca3c.outputs import checkpoint
 from asynca3c.runtime import async_agents
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from conftest import until  # noqa: E402
 from latency_env import LatencyCartPole  # noqa: E402
 
 
@@ -228,15 +229,6 @@ def test_non_finite_action_parameters_are_a_learner_fault():
 
     with pytest.raises(LearnerError, match="non-finite action parameters"):
         asyncio.run(main_())
-
-
-async def until(condition, seconds: float = 30.0) -> bool:
-    """Whether ``condition()`` came true within ``seconds`` (polled)."""
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return True
-        await asyncio.sleep(0.05)
-    return condition()
 
 
 def test_a_killed_learner_is_restarted_and_counted(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from conftest import until
 
 from asynca3c import Config, Trainer
 from asynca3c.errors import ConfigError
@@ -17,14 +18,6 @@ from asynca3c.errors import ConfigError
 ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'asynca3c[ray]' (CI installs it)")
 
 pytestmark = pytest.mark.ray
-
-
-async def until(condition, seconds: float = 60.0) -> bool:
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return True
-        await asyncio.sleep(0.05)
-    return condition()
 
 
 @pytest.fixture
@@ -67,8 +60,8 @@ def test_two_shard_actors_learn_and_a_killed_actor_is_restarted(local_ray):
             assert await until(lambda: trainer.snapshot()["env_steps"] > 5_000)
             first = shards[0].pid
             local_ray.kill(shards[0]._actor, no_restart=True)
-            assert await until(lambda: trainer.snapshot()["shard_restarts"] == 1)
-            assert await until(lambda: shards[0].pid is not None and shards[0].pid != first)
+            assert await until(lambda: trainer.snapshot()["shard_restarts"] == 1, 60)
+            assert await until(lambda: shards[0].pid is not None and shards[0].pid != first, 60)
             assert await until(lambda: trainer.snapshot()["solved"], 90)
             return await trainer.stop()
 
@@ -104,7 +97,7 @@ def test_the_learner_as_a_ray_actor_trains_and_is_restarted_when_killed(local_ra
             assert type(trainer.learner._worker).__name__ == "RayLearnerWorker"
             assert await until(lambda: trainer.snapshot()["updates"] > 10)
             local_ray.kill(trainer.learner._worker._actor, no_restart=True)
-            assert await until(lambda: trainer.snapshot()["learner_restarts"] == 1)
+            assert await until(lambda: trainer.snapshot()["learner_restarts"] == 1, 60)
             updates = trainer.snapshot()["updates"]
             assert await until(lambda: trainer.snapshot()["updates"] > updates + 10)  # the new actor trains
             return await trainer.stop()

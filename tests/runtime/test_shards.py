@@ -10,21 +10,12 @@ import os
 import signal
 
 import pytest
-from conftest import process_alive
+from conftest import process_alive, until
 from latency_env import LatencyCartPole
 
 from asynca3c import Config, EnvFault, Trainer
 from asynca3c.errors import ConfigError, ShardError
 from asynca3c.outputs import checkpoint
-
-
-async def until(condition, seconds: float = 30.0) -> bool:
-    """Whether ``condition()`` came true within ``seconds`` (polled)."""
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return True
-        await asyncio.sleep(0.05)
-    return condition()
 
 
 def shard_pids(trainer: Trainer) -> list[int]:
@@ -118,7 +109,7 @@ def test_shards_that_keep_dying_stop_the_run_with_one_clear_error():
         asyncio.run(main_())
     text = str(caught.value)
     assert text.startswith("shard 0's process ") and "(signal 9, SIGKILL)" in text, text
-    assert "lost 2 times within 10 minutes, stopped after 1 restarts (max_shard_restarts=1)" in text, text
+    assert "lost 2 times within 10 minutes; stopped after 1 restarts (max_shard_restarts=1)" in text, text
 
 
 def test_cancelling_the_host_leaves_no_shard_running(run_on):

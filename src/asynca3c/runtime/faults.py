@@ -128,3 +128,33 @@ def first_error(group: BaseExceptionGroup) -> BaseException | None:
             seen.add((type(other), str(other)))
             first.add_note(f"also: {type(other).__name__}: {other}")
     return first
+
+
+class RestartWindow:
+    """Restarts of a worker (the learner, the shards) within the last ``SECONDS``: one that keeps dying has a
+    cause a restart will not fix, while a long run may survive an occasional kill forever."""
+
+    SECONDS = 600.0
+
+    def __init__(self, max_restarts: int):
+        self.max_restarts = max_restarts
+        self._times: deque[float] = deque()
+
+    def recent(self) -> int:
+        """Restarts within the window now."""
+        now = time.monotonic()
+        while self._times and now - self._times[0] > self.SECONDS:
+            self._times.popleft()
+        return len(self._times)
+
+    def full(self) -> bool:
+        return self.recent() >= self.max_restarts
+
+    def record(self) -> None:
+        self._times.append(time.monotonic())
+
+    def refusal(self, first: str, setting: str) -> str:
+        """The one line that stops a run once the window is full: ``first`` says what just died."""
+        n = self.recent()
+        return (f"{first} {n + 1} times within {self.SECONDS / 60:.0f} minutes; stopped after {n} restarts "
+                f"({setting}={self.max_restarts})")

@@ -25,9 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import pickle
-import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -40,7 +38,8 @@ from asynca3c.core.learner import Learner, LearnerSpec
 from asynca3c.core.messages import SampleBatch, Segment, StepStats
 from asynca3c.core.model import ActorCritic
 from asynca3c.errors import Asynca3cError, LearnerError
-from asynca3c.runtime.wire import HEADER, encode_frame
+from asynca3c.runtime.faults import RestartWindow
+from asynca3c.runtime.wire import HEADER, close_worker, encode_frame, exit_status
 
 
 class LearnerClient(Protocol):
@@ -89,15 +88,6 @@ class LearnerDied(LearnerError):
     def __init__(self, how: str, what: str = "process"):
         super().__init__(f"the learner {what} died ({how})")
         self.how = how
-
-
-def _how(code: int | None) -> str:
-    if code is not None and code < 0:
-        try:
-            return f"signal {-code}, {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
 
 
 class LearnerWorker(Protocol):
@@ -190,7 +180,7 @@ class ProcessLearner:
                         exc.add_note(f"in the learner process:\n{remote_tb}")
                     fut.set_exception(exc)
         except (asyncio.IncompleteReadError, ConnectionError):
-            self._dead = LearnerDied(_how(await proc.wait()))
+            self._dead = LearnerDied(exit_status(await proc.wait()))
             while self._pending:
                 fut = self._pending.popleft()
                 if not fut.done():
@@ -202,22 +192,7 @@ class ProcessLearner:
         if proc is None:
             return
         try:
-            if proc.returncode is None:
-                try:
-                    assert proc.stdin is not None  # started with a stdin pipe
-                    proc.stdin.write(encode_frame(("close", None)))
-                    proc.stdin.close()
-                except (ConnectionError, RuntimeError):
-                    pass
-                try:
-                    await asyncio.wait_for(proc.wait(), 5.0)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-        except asyncio.CancelledError:
-            if proc.returncode is None:
-                proc.kill()
-            raise
+            await close_worker(proc, encode_frame(("close", None)), 5.0)
         finally:
             if self._reader is not None:
                 self._reader.cancel()
@@ -229,12 +204,9 @@ class ProcessLearner:
 
 
 class RestartingLearner:
-    """A ``ProcessLearner`` that outlives its worker: a request that finds the worker dead starts a new
-    one from the newest held state and is sent again. A death after ``max_restarts`` restarts within
-    ``WINDOW`` seconds is final: a learner that keeps dying has a cause a restart will not fix, while a
-    long run may survive an occasional kill forever."""
-
-    WINDOW = 600.0
+    """A ``ProcessLearner`` (or another ``LearnerWorker``) that outlives its worker: a request that finds the
+    worker dead starts a new one from the newest held state and is sent again. A death after
+    ``max_restarts`` restarts within ten minutes (``RestartWindow``) is final."""
 
     def __init__(self, spec: LearnerSpec, max_restarts: int, on_restart: Callable[[], None],
                  make_worker: Callable[[LearnerSpec], LearnerWorker] = lambda spec: ProcessLearner(spec)):
@@ -245,7 +217,7 @@ class RestartingLearner:
         self._held: dict | None = None  # model, optimizer, version: what a new worker starts from
         self._version = 0  # the newest version a reply carried
         self._lock = asyncio.Lock()
-        self._restarted_at: collections.deque[float] = collections.deque()
+        self._window = RestartWindow(max_restarts)
 
     @property
     def pid(self) -> int | None:
@@ -296,14 +268,8 @@ class RestartingLearner:
             if self._worker is not dead:  # another request found it dead first and restarted it
                 return
             await dead.aclose()
-            now = time.monotonic()
-            recent = self._restarted_at
-            while recent and now - recent[0] > self.WINDOW:
-                recent.popleft()
-            if len(recent) >= self.max_restarts:
-                raise LearnerError(f"{died} {len(recent) + 1} times within "
-                                   f"{self.WINDOW / 60:.0f} minutes; stopped after {len(recent)} restarts "
-                                   f"(max_learner_restarts={self.max_restarts})")
+            if self._window.full():
+                raise LearnerError(self._window.refusal(str(died), "max_learner_restarts"))
             new = self._make_worker(self._spec)
             try:
                 await new.start()
@@ -313,7 +279,7 @@ class RestartingLearner:
             except BaseException:  # cancelled or failed half-way: the new process must not outlive us
                 await new.aclose()
                 raise
-            recent.append(now)
+            self._window.record()
             self._on_restart()
             self._worker = new
 

@@ -10,14 +10,13 @@ to stderr so the protocol stream stays clean.
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import sys
 import traceback
 from typing import BinaryIO
 
 from asynca3c.core.learner import Learner, LearnerSpec
-from asynca3c.runtime.wire import read_frame, write_frame
+from asynca3c.runtime.wire import portable, read_frame, write_frame
 
 
 def answer(learner: Learner | None, op: str, arg) -> tuple[Learner | None, object]:
@@ -53,18 +52,9 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         try:
             learner, reply = answer(learner, op, arg)
         except Exception as exc:  # the parent re-raises it where it awaited the request
-            write_frame(out, ("error", _portable(exc), traceback.format_exc()))
+            write_frame(out, ("error", portable(exc), traceback.format_exc()))
             continue
         write_frame(out, ("ok", reply))
-
-
-def _portable(exc: Exception) -> Exception:
-    """The exception itself when it survives pickling, else a RuntimeError with its text."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
 def main() -> None:

@@ -21,20 +21,18 @@ does not load) stops the run with that error: a restart would meet it again.
 from __future__ import annotations
 
 import asyncio
-import collections
 import pickle
-import signal
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
 
 from asynca3c.errors import Asynca3cError, ShardError
+from asynca3c.runtime.faults import RestartWindow
 from asynca3c.runtime.predictor import Predictor
 from asynca3c.runtime.progress import Progress
 from asynca3c.runtime.shard import ShardReport, ShardSpec
-from asynca3c.runtime.wire import encode_frame, read_frame_async
+from asynca3c.runtime.wire import close_worker, encode_frame, exit_status, read_frame_async
 
 #: Longest wait for a new shard to say it is ready (it imports torch and makes its environments).
 START_TIMEOUT = 120.0
@@ -50,40 +48,23 @@ class ShardDied(Exception):
         self.how = how
 
 
-def _how(code: int | None) -> str:
-    if code is not None and code < 0:
-        try:
-            return f"signal {-code}, {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
-
-
 async def _read_to_end(stream: asyncio.StreamReader) -> None:
     while await stream.read(1 << 16):
         pass
 
 
 class RestartBudget:
-    """Restarts allowed within a window, shared by a run's shards."""
-
-    WINDOW = 600.0
+    """The shards' restarts, all shards together (``max_shard_restarts`` within ten minutes)."""
 
     def __init__(self, max_restarts: int, progress: Progress):
-        self.max_restarts, self.progress = max_restarts, progress
-        self._recent: collections.deque[float] = collections.deque()
+        self.window, self.progress = RestartWindow(max_restarts), progress
 
     def spend(self, what: str) -> None:
-        """Count one restart for ``what`` happened; ShardError when the budget is spent."""
-        now = time.monotonic()
-        recent = self._recent
-        while recent and now - recent[0] > self.WINDOW:
-            recent.popleft()
-        if len(recent) >= self.max_restarts:
-            raise ShardError(f"{what}; shards were lost {len(recent) + 1} times within "
-                             f"{self.WINDOW / 60:.0f} minutes, stopped after {len(recent)} restarts "
-                             f"(max_shard_restarts={self.max_restarts})")
-        recent.append(now)
+        """Count one restart for ``what`` happened ('shard 0's process died (...)'); ShardError when the
+        budget is spent."""
+        if self.window.full():
+            raise ShardError(self.window.refusal(f"{what}; shards were lost", "max_shard_restarts"))
+        self.window.record()
         self.progress.shard_restarts += 1
 
 
@@ -276,7 +257,7 @@ class ProcessShard(ShardClient):
             proc.kill()
             raise ShardDied(f"was not ready within {START_TIMEOUT:.0f} s") from None
         if reply is None:
-            raise ShardDied(f"ended before it was ready ({_how(await proc.wait())})")
+            raise ShardDied(f"ended before it was ready ({exit_status(await proc.wait())})")
         if reply[0] == "error":
             raise self._remote_error(reply[1], reply[2])
 
@@ -285,7 +266,7 @@ class ProcessShard(ShardClient):
         assert proc is not None and proc.stdout is not None  # spawned, with a stdout pipe
         frame = await read_frame_async(proc.stdout)
         if frame is None:
-            raise ShardDied(f"died ({_how(await proc.wait())})")
+            raise ShardDied(f"died ({exit_status(await proc.wait())})")
         return [frame]
 
     async def _send_weights(self, version: int, weights: list[np.ndarray]) -> bool:
@@ -322,20 +303,6 @@ class ProcessShard(ShardClient):
         assert proc.stdout is not None  # started with a stdout pipe
         discard = asyncio.get_running_loop().create_task(_read_to_end(proc.stdout))
         try:
-            if proc.returncode is None:
-                try:
-                    assert proc.stdin is not None
-                    proc.stdin.close()
-                except (ConnectionError, RuntimeError):
-                    pass
-                try:
-                    await asyncio.wait_for(proc.wait(), EXIT_GRACE)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-        except asyncio.CancelledError:
-            if proc.returncode is None:
-                proc.kill()
-            raise
+            await close_worker(proc, grace=EXIT_GRACE)
         finally:
             discard.cancel()

@@ -25,7 +25,7 @@ from typing import Any
 
 from asynca3c.runtime.shard import Shard, ShardReport
 from asynca3c.runtime.uvloop_runner import run_on_uvloop
-from asynca3c.runtime.wire import encode_frame, read_frame_async
+from asynca3c.runtime.wire import encode_frame, portable, read_frame_async
 
 #: Seconds between reports while nothing else is sent.
 BEAT = 1.0
@@ -39,15 +39,6 @@ async def _pipes(in_fd: int, out_fd: int) -> tuple[asyncio.StreamReader, asyncio
         lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), os.fdopen(out_fd, "wb", 0))
     transport.set_write_buffer_limits(high=0)  # drain() waits until the pipe took every byte
     return reader, asyncio.StreamWriter(transport, protocol, None, loop)
-
-
-def _portable(exc: BaseException) -> BaseException:
-    """The exception itself when it survives pickling, else a RuntimeError with its text."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
 async def serve(in_fd: int, out_fd: int) -> None:
@@ -90,7 +81,7 @@ async def _serve(reader: asyncio.StreamReader, send) -> None:
     try:
         await shard.start()
     except Exception as exc:
-        await send(("error", _portable(exc), traceback.format_exc()))
+        await send(("error", portable(exc), traceback.format_exc()))
         await shard.aclose()
         return
     await send(("ready",))
@@ -108,7 +99,7 @@ async def _serve(reader: asyncio.StreamReader, send) -> None:
         await asyncio.gather(control, beat, return_exceptions=True)
         await shard.aclose()
     if error is not None:
-        await send(("error", _portable(error), traceback.format_exc()))
+        await send(("error", portable(error), traceback.format_exc()))
     else:
         await send(("stopped", shard.take_report()))
 
