@@ -76,7 +76,7 @@ def test_a_killed_shard_is_restarted_counted_and_the_run_completes(tmp_path):
 
 def test_a_silent_shard_is_killed_and_restarted():
     async def main_():
-        cfg = Config(shards=1, agents=1, seconds=0, final_eval_episodes=0, shard_timeout=1.5, log_interval=0.2)
+        cfg = Config(shards=1, agents=1, seconds=0, final_eval_episodes=0, shard_timeout=3.0, log_interval=0.2)
         async with Trainer(cfg) as trainer:
             await asyncio.sleep(0.5)
             (hung,) = shard_pids(trainer)
@@ -181,3 +181,45 @@ def test_the_command_trains_with_shards_and_resumes_with_them(run_cli, tmp_path)
     assert done.returncode == 0, done.stderr
     second = json.loads((run_dir / "summary.json").read_text())
     assert second["env_steps"] > first["env_steps"] and second["updates"] > first["updates"]
+
+
+def _main_module_factory():
+    return LatencyCartPole()
+
+
+_main_module_factory.__module__ = "__main__"  # as if defined in the host's script
+
+
+def test_a_partial_of_a_main_module_factory_is_refused_with_a_clear_error():
+    cfg = Config(shards=1, agents=1)
+    factory = functools.partial(_main_module_factory)
+    with pytest.raises(ConfigError, match=r"shards=1 cannot run an env_factory defined in __main__"):
+        asyncio.run(Trainer(cfg, env_factory=factory).run(seconds=5))
+
+
+def test_a_shard_resumes_its_share_of_the_steps_and_reports_only_new_ones():
+    from asynca3c.core.envs import inspect_env
+    from asynca3c.core.model import ActorCritic, describe_network
+    from asynca3c.runtime.env_sources import GymEnvs
+    from asynca3c.runtime.shard import Shard, ShardSpec
+
+    spec = inspect_env("CartPole-v1", {})
+    model = ActorCritic(spec.obs_dim, spec.n_actions, (8,), False, None)
+
+    async def ship(message, report):
+        raise AssertionError("not started")
+
+    shard = Shard(ShardSpec(config=Config(shards=2, epsilon_start=(0.5,), epsilon_end=(0.0,),
+                                          epsilon_steps=2_000).to_dict(),
+                            source=GymEnvs("CartPole-v1"), env_spec=spec, network=describe_network(model),
+                            weights=model.state_dict(), version=3, index=1, agents=[1], seeds=[5], eval_seed=None,
+                            start_steps=700), ship)
+    shard.agents = shard._make_agents()
+    try:
+        (agent,) = shard.agents
+        assert shard.progress.env_steps == 700 and shard.predictor.version == 3
+        assert agent.epsilon(shard.progress.env_steps) == pytest.approx(0.5 * (1 - 700 / 1_000))  # its share: 1,000
+        shard.progress.env_steps += 40
+        assert shard.take_report().env_steps == 40 and shard.take_report().env_steps == 0
+    finally:
+        asyncio.run(shard.aclose())

@@ -11,6 +11,7 @@ loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any
@@ -20,9 +21,10 @@ import torch
 from asynca3c.config import Config
 from asynca3c.core.learner import Learner, LearnerSpec
 from asynca3c.core.model import ActorCritic
+from asynca3c.errors import LearnerError
 from asynca3c.runtime.learner_client import LearnerDied, RestartingLearner
 from asynca3c.runtime.learner_worker import answer
-from asynca3c.runtime.ray_shards import connect, import_ray, writable
+from asynca3c.runtime.ray_shards import connect, import_ray, remote_class, short_error, writable
 
 #: Longest wait for the learner actor to be placed and built.
 START_TIMEOUT = 120.0
@@ -53,10 +55,17 @@ class RayLearnerWorker:
     async def start(self) -> None:
         await asyncio.to_thread(connect, self._address)
         ray = import_ray()
-        self._actor = ray.remote(LearnerActor).options(num_cpus=1, num_gpus=self._gpus).remote()
-        async with asyncio.timeout(START_TIMEOUT):
-            self.pid = await self._actor.pid.remote()
-            await self._request("init", self._spec)
+        self._actor = remote_class(LearnerActor).options(num_cpus=1, num_gpus=self._gpus).remote()
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                self.pid = await self._actor.pid.remote()
+                await self._request("init", self._spec)
+        except TimeoutError:
+            raise LearnerError(f"the learner's Ray actor was not placed and built within {START_TIMEOUT:.0f} s "
+                               f"(it asks for 1 CPU and {self._gpus:g} GPUs: does the cluster have them free?)"
+                               ) from None
+        except ray.exceptions.RayActorError as e:
+            raise LearnerDied(short_error(e), "Ray actor") from None
 
     async def _request(self, op: str, arg):
         ray = import_ray()
@@ -69,8 +78,7 @@ class RayLearnerWorker:
                 reply = (stats, [writable(w) for w in weights])
             return reply
         except ray.exceptions.RayActorError as e:
-            lines = str(e).strip().splitlines()
-            raise LearnerDied(lines[0] if lines else type(e).__name__, "Ray actor") from None
+            raise LearnerDied(short_error(e), "Ray actor") from None
         except ray.exceptions.RayTaskError as e:
             raise e.as_instanceof_cause() from None
 
@@ -84,5 +92,8 @@ def make_ray_learner(model: ActorCritic, config: Config, device: torch.device,
                      on_restart: Callable[[], None] = lambda: None) -> RestartingLearner:
     """The learner as a Ray actor (one GPU when ``device`` is CUDA), restarted when it dies."""
     gpus = 1.0 if device.type == "cuda" else 0.0
-    return RestartingLearner(LearnerSpec.of(model, config, device), config.max_learner_restarts, on_restart,
+    spec = LearnerSpec.of(model, config, device)
+    if gpus:  # the actor sees only the GPU Ray gave it, as cuda:0, whichever index the trainer named
+        spec = dataclasses.replace(spec, device="cuda")
+    return RestartingLearner(spec, config.max_learner_restarts, on_restart,
                              make_worker=lambda spec: RayLearnerWorker(spec, config.ray_address, gpus))

@@ -29,6 +29,7 @@ import numpy as np
 from asynca3c.errors import ConfigError
 from asynca3c.runtime.shard import Shard, ShardReport, ShardSpec
 from asynca3c.runtime.shard_client import START_TIMEOUT, ShardClient, ShardDied
+from asynca3c.runtime.wire import portable
 
 #: Seconds ``frames`` waits for a message before it answers with a report.
 BEAT = 1.0
@@ -52,6 +53,16 @@ def connect(address: str) -> None:
     ray = import_ray()
     if not ray.is_initialized():
         ray.init(address=address or None, include_dashboard=False, log_to_driver=True)
+
+
+_REMOTE: dict[type, Any] = {}
+
+
+def remote_class(cls: type):
+    """``ray.remote(cls)``, made once per class (not at every restart)."""
+    if cls not in _REMOTE:
+        _REMOTE[cls] = import_ray().remote(cls)
+    return _REMOTE[cls]
 
 
 class ShardActor:
@@ -80,7 +91,7 @@ class ShardActor:
             await shard.run()
             final = ("stopped", shard.take_report())
         except Exception as exc:
-            final = ("error", exc, traceback.format_exc())
+            final = ("error", portable(exc), traceback.format_exc(), shard.take_report())
         finally:
             await shard.aclose()
         await self._out.put(final)
@@ -135,7 +146,7 @@ class RayShard(ShardClient):
 
     async def _spawn(self, spec: ShardSpec) -> None:
         ray = import_ray()
-        self._actor = ray.remote(ShardActor).options(**self._options).remote()
+        self._actor = remote_class(ShardActor).options(**self._options).remote()
         try:
             async with asyncio.timeout(START_TIMEOUT):
                 info = await self._actor.start.remote(spec)
@@ -143,7 +154,7 @@ class RayShard(ShardClient):
             await self._kill()
             raise ShardDied(f"was not ready within {START_TIMEOUT:.0f} s") from None
         except ray.exceptions.RayActorError as e:
-            raise ShardDied(f"died before it was ready ({_short(e)})") from None
+            raise ShardDied(f"died before it was ready ({short_error(e)})") from None
         except ray.exceptions.RayTaskError as e:
             raise self._remote_error(e.as_instanceof_cause(), "") from None
         self.pid, self.node = info["pid"], info["node"]
@@ -153,7 +164,9 @@ class RayShard(ShardClient):
         try:
             frames = await self._actor.frames.remote()
         except ray.exceptions.RayActorError as e:
-            raise ShardDied(f"died ({_short(e)})") from None
+            raise ShardDied(f"died ({short_error(e)})") from None
+        except ray.exceptions.RayTaskError as e:  # a bug in the actor's own method: the run stops with it
+            raise e.as_instanceof_cause() from None
         for frame in frames:
             if frame[0] == "msg":
                 message = frame[1]
@@ -188,7 +201,7 @@ def writable(array: np.ndarray) -> np.ndarray:
     return array if array.flags.writeable else array.copy()
 
 
-def _short(error: BaseException) -> str:
+def short_error(error: BaseException) -> str:
     """The first line of a Ray error, which can run to pages."""
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__

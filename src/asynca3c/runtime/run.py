@@ -373,6 +373,8 @@ class TrainingRun:
                                   f"{e})") from None
             return
         factory = getattr(self.source, "factory", None)
+        while isinstance(factory, functools.partial):  # a partial pickles by its function's reference
+            factory = factory.func
         module = getattr(factory, "__module__", None) or type(factory).__module__
         if factory is not None and module == "__main__":
             raise ConfigError(f"shards={self.config.shards} cannot run an env_factory defined in __main__: a "
@@ -393,7 +395,8 @@ class TrainingRun:
                          network=describe_network(model),
                          weights={k: v.detach().clone() for k, v in model.state_dict().items()},
                          version=self.predictor.version, index=index, agents=indices,
-                         seeds=[seeds[i] for i in indices], eval_seed=seeds[-1] if index == 0 else None)
+                         seeds=[seeds[i] for i in indices], eval_seed=seeds[-1] if index == 0 else None,
+                         start_steps=self.progress.env_steps // cfg.shards)
 
     async def _monitor(self) -> None:
         """Enforce the budget, report progress every ``log_interval`` seconds, checkpoint every ``save_every``."""

@@ -46,6 +46,8 @@ class ShardSpec:
     agents: list[int]  # the exploring agents it runs
     seeds: list[int]  # one per agent
     eval_seed: int | None  # the evaluation agent's, on the shard that runs it
+    #: its share of the run's env steps so far: where its epsilon schedule resumes after a restart or resume
+    start_steps: int = 0
 
 
 @dataclass
@@ -66,8 +68,9 @@ class ShardReport:
 class _ShardProgress(Progress):
     """The shard's own counters; ended episodes wait here for the next report (the run judges them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, start_steps: int = 0) -> None:
         super().__init__(1, None)
+        self.env_steps = start_steps
         self.ended: list[tuple[float, bool, int]] = []
 
     def add_episode(self, ret: float, judged: bool, length: int = 0) -> None:
@@ -89,11 +92,11 @@ class Shard:
         self.actions = actions_for(spec.env_spec)
         self.predictor = Predictor(model, self.actions, seed=(spec.seeds[0] if spec.seeds else cfg.seed) + 7)
         self.predictor.version = spec.version
-        self.progress = _ShardProgress()
+        self.progress = _ShardProgress(spec.start_steps)
         restart = cfg.env_faults == "restart" or (cfg.env_faults == "auto" and spec.source.restarts_by_default)
         self.faults = FaultPolicy(restart, cfg.max_env_faults_per_minute, self.progress)
         self.agents: list[AnyAgent] = []
-        self._reported_steps = self._reported_faults = 0
+        self._reported_steps, self._reported_faults = spec.start_steps, 0
 
     async def start(self) -> None:
         """Make the agents and their environments (off the loop where that blocks)."""

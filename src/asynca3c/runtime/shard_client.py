@@ -4,14 +4,16 @@ on the run's queue, and restart it when it dies. ``ProcessShard`` runs the shard
 
 A shard client stands where an agent would on the trainer's loop (``run``,
 ``stop``, ``aclose``), so a run treats its shards like its agents. Reading a
-shard's frames is the only work it adds to the loop: its environments, its
-forward passes and its return kernels run elsewhere, on another core. The
+shard's frames, and pickling the weights once per version for each shard, is
+the work it adds to the loop: its environments, its forward passes and its
+return kernels run elsewhere, on another core. The
 reader waits on the run's bounded queue before reading on, and the shard waits
 on its channel, so a slow learner holds shards back as it holds agents.
 
 A shard that dies, or that sends nothing for ``shard_timeout`` seconds (it
 reports every second), is killed and started again with fresh environment
-seeds and the current weights; its unsent samples are all that is lost, and
+seeds and the current weights; its unsent samples and the steps and episodes
+it had not yet reported (at most a second's) are what is lost, and
 ``shard_restarts`` counts it. Restarts beyond ``max_shard_restarts`` within
 ten minutes (all shards together) stop the run. A shard that reports an error
 (an environment fault the fault policy does not survive, an env_factory that
@@ -132,24 +134,25 @@ class ShardClient:
                     await self._serve()
                     return
                 except ShardDied as died:
-                    if self.stopping:
+                    if self.stopping or not await self._restart(died):
                         return
-                    await self._restart(died)
         finally:
             await self._stop_pusher()
             await self._release()
 
-    async def _restart(self, died: ShardDied) -> None:
-        """A new incarnation in place of the dead one; a replacement that dies before it is ready is one
-        more death (``budget`` raises once they are too many)."""
+    async def _restart(self, died: ShardDied) -> bool:
+        """A new incarnation in place of the dead one (False: the run is stopping, none is started); a
+        replacement that dies before it is ready is one more death (``budget`` raises once they are too many)."""
         while True:
             await self._stop_pusher()
             await self._release()
+            if self.stopping:  # asked to stop while the dead one was released: nothing to restart for
+                return False
             self.budget.spend(f"{self.name}'s {self.kind} {died.how}")
             self.restarts += 1
             try:
                 await self._start_one()
-                return
+                return True
             except ShardDied as again:
                 died = again
 
@@ -175,6 +178,7 @@ class ShardClient:
                     self._apply(frame[1])
                     return
                 elif kind == "error":
+                    self._apply(frame[3])
                     raise self._remote_error(frame[1], frame[2])
 
     def _apply(self, report: ShardReport) -> None:
@@ -259,6 +263,7 @@ class ProcessShard(ShardClient):
         if reply is None:
             raise ShardDied(f"ended before it was ready ({exit_status(await proc.wait())})")
         if reply[0] == "error":
+            self._apply(reply[3])
             raise self._remote_error(reply[1], reply[2])
 
     async def _next_frames(self) -> list[tuple]:

@@ -8,9 +8,10 @@ is known, so an env factory from the host's modules loads here too), then
 ``("ready",)``, then ``("msg", message, report)`` for each message of the
 agents, ``("report", report)`` every ``BEAT`` seconds (the parent takes a long
 silence for a hang), and last ``("stopped", report)`` or
-``("error", exception, traceback)``. The shard runs on uvloop; the output
-pipe's writes wait until the parent has read, so a full queue in the trainer
-holds the agents back here as it does on the trainer's loop.
+``("error", exception, traceback, report)``. The shard runs on uvloop; the
+output pipe's writes wait until the pipe has taken them (the parent reads it
+only when its queue has room), so a full queue in the trainer holds the
+agents back here as it does on the trainer's loop.
 """
 
 from __future__ import annotations
@@ -66,23 +67,28 @@ async def _serve(reader: asyncio.StreamReader, send) -> None:
         _, sys_path, blob = first
         sys.path.extend(p for p in sys_path if p not in sys.path)
         spec = pickle.loads(blob)
-        os.nice(int(spec.config.get("shard_nice", 0)))
     except Exception as exc:
         refusal = RuntimeError(f"the shard could not load its settings and environment source: "
                                f"{type(exc).__name__}: {exc} (an env_factory must be importable by module "
                                "path in a new process)")
-        await send(("error", refusal, traceback.format_exc()))
+        await send(("error", refusal, traceback.format_exc(), ShardReport()))
         return
+    try:
+        os.nice(int(spec.config.get("shard_nice", 0)))
+    except OSError:  # noqa: S110 - a priority the system refuses leaves this one; acting still works
+        pass
 
     async def ship(message: Any, report: ShardReport) -> None:
         await send(("msg", message, report))
 
-    shard = Shard(spec, ship)
+    shard: Shard | None = None
     try:
+        shard = Shard(spec, ship)
         await shard.start()
     except Exception as exc:
-        await send(("error", portable(exc), traceback.format_exc()))
-        await shard.aclose()
+        await send(("error", portable(exc), traceback.format_exc(), ShardReport()))
+        if shard is not None:
+            await shard.aclose()
         return
     await send(("ready",))
     loop = asyncio.get_running_loop()
@@ -99,7 +105,8 @@ async def _serve(reader: asyncio.StreamReader, send) -> None:
         await asyncio.gather(control, beat, return_exceptions=True)
         await shard.aclose()
     if error is not None:
-        await send(("error", portable(error), traceback.format_exc()))
+        # what happened up to the failure counts too (the fault that stopped it, the steps before it)
+        await send(("error", portable(error), traceback.format_exc(), shard.take_report()))
     else:
         await send(("stopped", shard.take_report()))
 
