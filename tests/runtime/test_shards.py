@@ -223,3 +223,19 @@ def test_a_shard_resumes_its_share_of_the_steps_and_reports_only_new_ones():
         assert shard.take_report().env_steps == 40 and shard.take_report().env_steps == 0
     finally:
         asyncio.run(shard.aclose())
+
+
+def test_a_shard_error_ends_the_command_with_status_1_and_one_line(monkeypatch, capsys):
+    import types
+
+    import asynca3c.cli as cli
+
+    def fail(args):
+        raise ShardError("shard 0's process died (signal 9, SIGKILL); shards were lost 4 times within 10 minutes")
+
+    parsed = types.SimpleNamespace(run=fail)
+    monkeypatch.setattr(cli, "build_parser", lambda: types.SimpleNamespace(parse_args=lambda argv: parsed))
+    assert cli.main(["train"]) == 1  # a fault during the run, not bad input (2)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["asynca3c: error: shard 0's process died (signal 9, SIGKILL); shards were lost 4 times within "
+                   "10 minutes"]

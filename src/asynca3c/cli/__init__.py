@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from asynca3c.cli import bench, check_env, evaluate, plot, train
 from asynca3c.cli.common import OneLineErrorParser
-from asynca3c.errors import Asynca3cError, EnvFault, LearnerError
+from asynca3c.errors import Asynca3cError, EnvFault, LearnerError, ShardError
 
 __all__ = ["OneLineErrorParser", "build_parser", "main"]
 
@@ -28,11 +28,11 @@ def build_parser() -> OneLineErrorParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 done, 2 bad input (refused before anything ran), 1 a fault during the run (an
-    environment, the learner, a full disk), 130/143 stopped by SIGINT/SIGTERM."""
+    environment, the learner, a shard, a full disk), 130/143 stopped by SIGINT/SIGTERM."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
         return args.run(args)
-    except (EnvFault, LearnerError, OSError) as e:
+    except (EnvFault, LearnerError, ShardError, OSError) as e:
         print(f"asynca3c: error: {one_line_error(e)}", file=sys.stderr)
         return 1
     except Asynca3cError as e:
