@@ -247,7 +247,7 @@ class Config:
                  "trainer's loop)")
         need(isinstance(self.ray, bool), "ray", "true or false")
         need(not self.ray or self.shards >= 1, "ray", "True only with shards >= 1 (the shards are what runs on Ray)")
-        need(isinstance(self.ray_address, str), "ray_address", "a Ray address such as 'ray://host:10001' or ''")
+        need(isinstance(self.ray_address, str), "ray_address", "a Ray address such as 'HOST:6379' or ''")
         if self.deterministic:
             need(self.algorithm == "vtrace", "deterministic", "only with algorithm='vtrace'")
             need(self.agents == 1, "deterministic", f"only with agents=1 (got {self.agents})")
