@@ -156,9 +156,10 @@ def test_help_check_env_and_config_load_no_torch(code):
     assert not any(m.startswith("asynca3c.runtime") for m in loaded)
 
 
-def test_the_learner_worker_loads_only_the_core_and_the_wire_format():
+def test_the_learner_worker_loads_only_the_core_the_wire_format_and_shared_memory():
     loaded = {m for m in loaded_by("import asynca3c.runtime.learner_worker") if m.startswith("asynca3c.")}
-    allowed = {"asynca3c.runtime", "asynca3c.runtime.learner_worker", "asynca3c.runtime.wire"}
+    allowed = {"asynca3c.runtime", "asynca3c.runtime.learner_worker", "asynca3c.runtime.wire",
+               "asynca3c.runtime.shm"}
     outside = sorted(m for m in loaded if m not in allowed and layer_of(m) not in ("base", "config", "core"))
     assert not outside, outside
 

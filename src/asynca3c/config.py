@@ -68,6 +68,9 @@ class Config:
     reward_scale: float = _f(0.1, "rewards are multiplied by this before returns are computed (reported "
                                   "returns stay unscaled); keeps value targets small so the value loss does "
                                   "not crowd out the policy's gradient")
+    reward_clip: float = _f(0.0, "training rewards are clipped to [-c, c] before reward_scale (Atari's "
+                                 "settings use 1: scores differ by orders of magnitude between games); reported "
+                                 "returns stay the environment's own (0: no clipping)")
     novelty_bonus: float = _f(0.0, "beta of a count-based exploration bonus: beta/sqrt(visits) is added to the "
                                    "(scaled) reward on arriving in a cell of a grid over the observation box; "
                                    "for sparse rewards such as MountainCar's; needs finite bounds (0: off)")
@@ -117,7 +120,11 @@ class Config:
     value_coef: float = _f(0.5, "c_v: weight of the value loss")
     entropy_coef: float = _f(0.0, "c_e: weight of the entropy term (+ c_e * sum p log p)")
     max_grad_norm: float = _f(0.5, "clip the gradient norm to this value (0: no clipping)")
-    hidden: tuple = _f((64,), "sizes of the shared hidden layers (comma-separated)")
+    hidden: tuple = _f((64,), "sizes of the shared hidden layers (comma-separated) of the 'mlp' encoder")
+    encoder: str = _f("auto", "what turns observations into features: 'mlp' (the hidden layers), 'nature' (the "
+                              "Nature DQN CNN: 3 convolutions, 512 features) or 'a3c' (the A3C paper's smaller "
+                              "CNN: 2 convolutions, 256 features) over uint8 images scaled to [0, 1] inside the "
+                              "network; 'auto': nature for image observations, mlp otherwise")
     normalize_obs: bool = _f(False, "map observation dimensions with finite Box bounds onto [-1, 1] inside "
                                     "the network")
     running_obs_norm: bool = _f(False, "normalize observation dimensions (those without finite bounds when "
@@ -148,6 +155,9 @@ class Config:
                              "same priority")
     shard_timeout: float = _f(30.0, "seconds a shard may send nothing (it reports every second) before it "
                                     "counts as hung and is restarted")
+    weights_every: int = _f(1, "the learner ships new weights to the acting copy after at most this many updates "
+                               "(its replies in between carry none): a pixel network's weights are megabytes; the "
+                               "final evaluation and checkpoints always use the newest")
     device: str = _f("auto", "where minimize steps run: auto, cpu or cuda")
     torch_threads: int = _f(1, "torch intra-op threads (0: leave torch's setting alone)")
     # --- faults
@@ -230,6 +240,7 @@ class Config:
                  "or lr_schedule='constant'")
         need(self.env_faults in ("auto", "fail", "restart"), "env_faults", "auto, fail or restart")
         need(self.recurrent in ("", "lstm", "gru"), "recurrent", "'', lstm or gru")
+        need(self.encoder in ENCODER_NAMES, "encoder", ", ".join(ENCODER_NAMES))
         need(not self.recurrent or self.algorithm == "vtrace", "recurrent",
              "only with algorithm='vtrace' (n-step windows carry no recurrent state)")
         need(self.minibatches <= self.batch_envs, "minibatches", f"an integer <= batch_envs ({self.batch_envs})")
@@ -330,6 +341,8 @@ MAX_STEPS = 10**15  # step budgets
 MAX_STEPS_PER_EPISODE = 10**9  # env_kwargs' max_episode_steps
 #: Names env_wrapper allows; asynca3c.core.wrappers says what each does (the config layer imports no gymnasium).
 ENV_WRAPPERS = ("mask-velocity",)
+#: Names encoder allows: 'auto' and asynca3c.core.model.ENCODERS (a test keeps the two equal).
+ENCODER_NAMES = ("auto", "mlp", "nature", "a3c")
 INT_RANGES: dict[str, tuple[int, int]] = {
     "agents": (1, 1_024),
     "envs_per_agent": (1, MAX_COUNT),
@@ -343,6 +356,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "minibatches": (1, 10_000),
     "max_nonfinite_steps": (1, MAX_COUNT),
     "optimizers": (1, 10_000),
+    "weights_every": (1, 10_000),
     "min_batch": (1, 10_000_000),
     "max_batch": (1, 10_000_000),
     "queue_size": (1, MAX_COUNT),
@@ -363,6 +377,7 @@ NUMBER_RANGES: dict[str, tuple[float, bool, float, str]] = {
     "lr": (0, True, 1.0, "1"),
     "rmsprop_eps": (0, True, 1.0, "1"),
     "reward_scale": (0, True, 1e6, "1e6"),
+    "reward_clip": (0, False, 1e6, "1e6"),
     "novelty_bonus": (0, False, 1e6, "1e6"),
     "value_coef": (0, False, 1e6, "1e6"),
     "entropy_coef": (0, False, 1e6, "1e6"),

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import gymnasium as gym
     from gymnasium.utils.env_checker import check_env
 
+    from asynca3c.core.atari import is_atari, make_atari_env
     from asynca3c.core.envs import inspect_env
     from asynca3c.core.wrappers import check_name
 
@@ -42,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # the render check draws off-screen, no window
     with warnings.catch_warnings(record=True) as caught:  # recorded here, even where warnings are errors
         warnings.simplefilter("always")
-        try:
-            env = gym.make(args.env_id, **args.env_kwargs)
+        try:  # an Atari id is checked as it trains: with the standard preprocessing
+            env = (make_atari_env(args.env_id, **args.env_kwargs) if is_atari(args.env_id)
+                   else gym.make(args.env_id, **args.env_kwargs))
         except TypeError as e:
             raise EnvError(f"bad keyword arguments {args.env_kwargs!r} for {args.env_id!r}: {one_line(e)}") from None
         except gym.error.Error as e:  # unknown id, missing dependency
@@ -63,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
             unsupported = None
             if args.env_wrapper:
                 spaces += f"; with {args.env_wrapper}: {spec.obs_dim} observation dimensions"
+            if spec.obs_kind == "image":
+                spaces += (f"; trained from uint8 images of (C, H, W) = {spec.obs_shape} through a CNN (encoder "
+                           "'auto': the Nature CNN)")
         except EnvError as e:
             unsupported = one_line(e)
     for w in caught:

@@ -28,7 +28,7 @@ class Learner:
 
     def __init__(self, model: ActorCritic, config: Config, device: torch.device):
         self.device = device
-        self.model = model.to(device)
+        self.model = model.to(device).use_channels_last()
         self.config = config
         if config.optimizer == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
@@ -39,6 +39,7 @@ class Learner:
         self.lock = threading.Lock()
         self.version = 0
         self.nonfinite_in_a_row = 0
+        self.unshipped = 0  # updates whose weights no reply has carried yet (Config.weights_every)
 
     def cpu_weights(self) -> list[torch.Tensor]:
         """A CPU copy of what the acting network needs (``ActorCritic.shipped``)."""
@@ -76,6 +77,10 @@ class Learner:
             self.optimizer.zero_grad(set_to_none=True)
         self._skip(f"loss {float(total.detach())!r}, gradient norm {grad_norm!r}")
         return grad_norm, False
+
+    def one_pass(self) -> bool:
+        """Whether ``learn`` takes one gradient step per batch on all of it (epochs = minibatches = 1)."""
+        return self.config.epochs == 1 and self.config.minibatches == 1
 
     def _set_lr(self, factor: float) -> None:
         """The configured lr times ``factor`` (the schedule's, in [0, 1]) for the steps that follow."""
@@ -143,13 +148,18 @@ class Learner:
             start_logp = mu
             moved_too_far = False  # target_kl: the policy has moved far enough for this batch
             attempted = 0  # minibatch steps tried so far on this batch (the first is never stopped)
+            # One pass of one minibatch (each sample learned from once): the forward pass that gives the targets
+            # is also the one trained, so the batch goes through the network once instead of twice.
+            single = self.one_pass()
             for epoch in range(cfg.epochs):
                 if moved_too_far:
                     break
-                with torch.no_grad():
-                    out, values = self.model.unroll(obs, state0, valid)
-                    logp, _ = self.model.log_prob_entropy(out[:T * E], actions.reshape(T * E, *actions.shape[2:]))
-                    log_rho = torch.where(valid, (logp.view(T, E) - mu).clamp(-20.0, 20.0), 0.0)
+                with torch.set_grad_enabled(single):
+                    out, values_grad = self.model.unroll(obs, state0, valid)
+                    logp_grad, ent_all = self.model.log_prob_entropy(out[:T * E],
+                                                                     actions.reshape(T * E, *actions.shape[2:]))
+                values, logp = values_grad.detach(), logp_grad.detach()
+                log_rho = torch.where(valid, (logp.view(T, E) - mu).clamp(-20.0, 20.0), 0.0)
                 if not (bool(torch.isfinite(values).all()) and bool(torch.isfinite(log_rho).all())):
                     for _ in range(cfg.minibatches):  # no targets this pass: each of its steps is skipped
                         self._skip("non-finite values or log-probabilities from the network")
@@ -170,14 +180,17 @@ class Learner:
                 if cfg.clip_ratio:  # the surrogate applies its own ratio: take the advantage without rho
                     rho = torch.from_numpy(np.minimum(cfg.rho_bar, np.exp(log_rho_np))).float().to(dev)
                     adv = adv / rho
-                for cols in np.array_split(rng.permutation(E), cfg.minibatches):
+                for cols in [np.arange(E)] if single else np.array_split(rng.permutation(E), cfg.minibatches):
                     idx = torch.from_numpy(cols).to(dev)
                     w = weight[:, idx]
                     count = w.sum().clamp(min=1.0)
-                    o, v = self.model.unroll(obs[:T, idx], state0[idx], valid[:, idx])
-                    lp, ent = self.model.log_prob_entropy(o, actions[:, idx].reshape(T * len(cols),
-                                                                                     *actions.shape[2:]))
-                    lp, v, ent = lp.view(T, -1), v.view(T, -1), ent.view(T, -1)
+                    if single:
+                        lp, v, ent = logp_grad.view(T, E), values_grad[:T * E].view(T, E), ent_all.view(T, E)
+                    else:
+                        o, v = self.model.unroll(obs[:T, idx], state0[idx], valid[:, idx])
+                        lp, ent = self.model.log_prob_entropy(o, actions[:, idx].reshape(T * len(cols),
+                                                                                         *actions.shape[2:]))
+                        lp, v, ent = lp.view(T, -1), v.view(T, -1), ent.view(T, -1)
                     if cfg.target_kl and attempted and \
                             _approx_kl(lp.detach() - start_logp[:, idx], valid[:, idx], count) > cfg.target_kl:
                         moved_too_far = True

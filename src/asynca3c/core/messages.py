@@ -23,11 +23,11 @@ class SampleBatch:
     for lag measurement and later importance weighting.
     """
 
-    obs: np.ndarray  # float32 [B, obs_dim]
+    obs: np.ndarray  # float32 [B, obs_dim], or uint8 images [B, C, H, W]
     action: np.ndarray  # int64 [B]
     ret: np.ndarray  # float32 [B]
     discount: np.ndarray  # float32 [B]
-    boot_obs: np.ndarray  # float32 [B, obs_dim]
+    boot_obs: np.ndarray  # like obs
     version: np.ndarray  # int64 [B]
     behaviour_logp: np.ndarray  # float32 [B]
 
@@ -54,7 +54,7 @@ class Segment:
     after one (an episode's first) starts from zeros when acting and learning.
     """
 
-    obs: np.ndarray  # float32 [T+1, E, obs_dim]
+    obs: np.ndarray  # float32 [T+1, E, obs_dim], or uint8 images [T+1, E, C, H, W]
     action: np.ndarray  # int64 [T, E] or float32 [T, E, dim]
     reward: np.ndarray  # float32 [T, E]
     terminated: np.ndarray  # bool [T, E]
@@ -67,9 +67,12 @@ class Segment:
     state0: np.ndarray
 
     @classmethod
-    def empty(cls, T: int, E: int, obs_dim: int, action_shape: tuple, action_dtype, state_size: int = 0) -> Segment:
-        """Zeroed buffers for an agent to fill step by step (every step invalid until written)."""
-        return cls(obs=np.zeros((T + 1, E, obs_dim), np.float32), action=np.zeros((T, E, *action_shape), action_dtype),
+    def empty(cls, T: int, E: int, obs_shape: int | tuple[int, ...], action_shape: tuple, action_dtype,
+              state_size: int = 0, obs_dtype=np.float32) -> Segment:
+        """Zeroed buffers for an agent to fill step by step (every step invalid until written); ``obs_shape``:
+        one observation's (an int for a row's width)."""
+        shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
+        return cls(obs=np.zeros((T + 1, E, *shape), obs_dtype), action=np.zeros((T, E, *action_shape), action_dtype),
                    reward=np.zeros((T, E), np.float32), terminated=np.zeros((T, E), bool),
                    truncated=np.zeros((T, E), bool), valid=np.zeros((T, E), bool),
                    behaviour_logp=np.zeros((T, E), np.float32), version=np.zeros((T, E), np.int64),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -16,6 +17,41 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 CORES = ("", "lstm", "gru")
 #: Running-normalized observations are clipped to this many standard deviations.
 OBS_CLIP = 10.0
+#: What turns observations into features: hidden layers over the flattened observation, or a CNN over uint8
+#: images [C, H, W] ('nature': the Nature DQN network, 512 features; 'a3c': the A3C paper's smaller one, 256).
+ENCODERS = ("mlp", "nature", "a3c")
+#: Each CNN: (out channels, kernel, stride) per convolution, then the width of its fully connected layer.
+CNN_LAYERS: dict[str, tuple[tuple[tuple[int, int, int], ...], int]] = {
+    "nature": (((32, 8, 4), (64, 4, 2), (64, 3, 1)), 512),
+    "a3c": (((16, 8, 4), (32, 4, 2)), 256),
+}
+
+
+def cnn_encoder(kind: str, obs_shape: tuple[int, ...]) -> tuple[nn.Sequential, int]:
+    """The convolutional body of ``kind`` for images of ``obs_shape`` (C, H, W), ending in its fully
+    connected layer; and that layer's width. ConvNets need at least the kernel's size at every layer:
+    a ValueError names the smallest image that fits."""
+    convs, width = CNN_LAYERS[kind]
+    channels, h, w = (int(x) for x in obs_shape)
+    layers: list[nn.Module] = []
+    for out, kernel, stride in convs:
+        if h < kernel or w < kernel:
+            raise ValueError(f"images of shape {tuple(obs_shape)} are too small for the {kind!r} CNN (a {kernel}x"
+                             f"{kernel} convolution meets {h}x{w}); use images of at least 36x36, or encoder='mlp'")
+        layers += [nn.Conv2d(channels, out, kernel, stride), nn.ReLU()]
+        channels, h, w = out, (h - kernel) // stride + 1, (w - kernel) // stride + 1
+    layers += [nn.Flatten(), nn.Linear(channels * h * w, width), nn.ReLU()]
+    return nn.Sequential(*layers), width
+
+
+def _orthogonal(module: nn.Module, gain: float) -> None:
+    """Orthogonal weights and zero biases for every linear and convolutional layer of ``module`` (the
+    initialization A2C/PPO's Atari networks use: gain sqrt(2) under ReLU, 0.01 for the policy, 1 for the value)."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            nn.init.orthogonal_(layer.weight, gain)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
 
 class ActorCritic(nn.Module):
@@ -46,16 +82,26 @@ class ActorCritic(nn.Module):
 
     def __init__(self, obs_dim: int, n_actions: int, hidden: tuple[int, ...] = (16,), continuous: bool = False,
                  obs_bounds: tuple | None = None, core: str = "", core_size: int = 64, running_norm: bool = False,
-                 log_std_init: float = 0.0):
+                 log_std_init: float = 0.0, encoder: str = "mlp", obs_shape: tuple[int, ...] = ()):
         """``obs_bounds``: (low, high) of a Box observation space; dimensions with finite bounds are
         mapped onto [-1, 1] before the first layer (a velocity within +-0.07 is otherwise invisible).
         ``running_norm``: the other dimensions (all of them without ``obs_bounds``) are normalized by a
         running mean and variance that ``update_obs_stats`` keeps; being buffers, the statistics are
-        saved with the weights and shipped with them to the acting copy."""
+        saved with the weights and shipped with them to the acting copy.
+        ``encoder``: 'mlp' (``hidden`` layers), or a CNN over uint8 images of ``obs_shape`` (C, H, W), scaled
+        to [0, 1] inside the network so frames travel as bytes; ``hidden`` is not used then."""
         super().__init__()
         if core not in CORES:
             raise ValueError(f"core {core!r} is not allowed: choose one of {CORES}")
-        center, scale = torch.zeros(obs_dim), torch.ones(obs_dim)
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder {encoder!r} is not allowed: choose one of {ENCODERS}")
+        self.encoder, self.obs_shape = encoder, tuple(int(x) for x in obs_shape)
+        if encoder != "mlp" and (len(self.obs_shape) != 3 or int(np.prod(self.obs_shape)) != obs_dim):
+            raise ValueError(f"encoder {encoder!r} needs obs_shape (C, H, W) of {obs_dim} values, not {obs_shape!r}")
+        if encoder != "mlp" and (running_norm or obs_bounds is not None):
+            raise ValueError(f"encoder {encoder!r} scales pixels to [0, 1] itself: no obs_bounds or running_norm")
+        norm_dim = obs_dim if encoder == "mlp" else 0  # a CNN needs no per-dimension normalization
+        center, scale = torch.zeros(norm_dim), torch.ones(norm_dim)
         bounded = torch.zeros(obs_dim, dtype=torch.bool)
         if obs_bounds is not None:
             low, high = (torch.as_tensor(b, dtype=torch.float32).reshape(-1) for b in obs_bounds)
@@ -70,11 +116,15 @@ class ActorCritic(nn.Module):
             self.register_buffer("obs_mean", torch.zeros(obs_dim, dtype=torch.float64))
             self.register_buffer("obs_var", torch.ones(obs_dim, dtype=torch.float64))
             self.register_buffer("obs_running", ~bounded)  # the dimensions normalized this way
-        layers, width = [], obs_dim
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        self.body = nn.Sequential(*layers)
+        if encoder == "mlp":
+            layers: list[nn.Module] = []
+            width = obs_dim
+            for h in hidden:
+                layers += [nn.Linear(width, h), nn.ReLU()]
+                width = h
+            self.body = nn.Sequential(*layers)
+        else:
+            self.body, width = cnn_encoder(encoder, self.obs_shape)
         self.core_kind, self.core_size = core, core_size if core else 0
         if core == "lstm":
             self.core: nn.LSTMCell | nn.GRUCell | None = nn.LSTMCell(width, core_size)
@@ -88,7 +138,21 @@ class ActorCritic(nn.Module):
         self.value = nn.Linear(width, 1)
         if continuous:
             self.log_std = nn.Parameter(torch.full((n_actions,), float(log_std_init)))
+        if encoder != "mlp":
+            _orthogonal(self.body, math.sqrt(2))
+            _orthogonal(self.policy, 0.01)
+            _orthogonal(self.value, 1.0)
         self.obs_dim, self.n_actions, self.hidden, self.continuous = obs_dim, n_actions, tuple(hidden), continuous
+        self.channels_last = False
+
+    def use_channels_last(self) -> ActorCritic:
+        """Keep a CNN's convolutions in channels-last memory order (the layout oneDNN's CPU kernels prefer:
+        measured here, Nature-CNN training 658 -> 856 samples/s on one thread); a no-op for an MLP. Shapes,
+        state dicts and results do not change."""
+        if self.encoder != "mlp":
+            self.body.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.channels_last = True
+        return self
 
     @property
     def state_size(self) -> int:
@@ -130,7 +194,13 @@ class ActorCritic(nn.Module):
             self.log_std.clamp_(LOG_STD_MIN, LOG_STD_MAX)
 
     def _features(self, obs: torch.Tensor) -> torch.Tensor:
-        x = (obs - self.obs_center) * self.obs_scale
+        """Features of observation rows (any leading batch axis: rows of obs_dim, or images [B, C, H, W])."""
+        if self.encoder != "mlp":
+            x = obs.reshape(-1, *self.obs_shape).to(torch.float32) * (1.0 / 255.0)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self.body(x)
+        x = (obs.reshape(len(obs), self.obs_dim).to(torch.float32) - self.obs_center) * self.obs_scale
         if self.running_norm:
             x = x.clamp(-OBS_CLIP, OBS_CLIP)
         return self.body(x)
@@ -201,7 +271,7 @@ class ActorCritic(nn.Module):
         (truncated backpropagation through time).
         """
         L, E = obs.shape[:2]
-        x = self._features(obs.reshape(L * E, -1))
+        x = self._features(obs.reshape(L * E, *obs.shape[2:]))
         if self.core is None:
             return self._heads(x)
         assert state0 is not None and valid is not None
@@ -251,17 +321,20 @@ def describe_network(model: ActorCritic) -> dict:
     """The shape of ``model`` as plain values (checkpoints, the learner worker): ``build_network`` rebuilds it."""
     return {"obs_dim": model.obs_dim, "n_actions": model.n_actions, "hidden": list(model.hidden),
             "continuous": model.continuous, "core": model.core_kind, "core_size": model.core_size,
-            "running_norm": model.running_norm}
+            "running_norm": model.running_norm, "encoder": model.encoder, "obs_shape": list(model.obs_shape)}
 
 
 def build_network(network: dict, device: str | torch.device = "cpu") -> ActorCritic:
     """A fresh network of the shape ``network`` describes (entries of older checkpoints that lack the
-    recurrent core or running normalization mean neither); its buffers and weights come from a state dict."""
+    recurrent core, running normalization or encoder mean none of them: an MLP); its buffers and weights come
+    from a state dict."""
     with torch.device(device):
         return ActorCritic(int(network["obs_dim"]), int(network["n_actions"]), tuple(network["hidden"]),
                            bool(network.get("continuous", False)), core=str(network.get("core", "")),
                            core_size=int(network.get("core_size") or 64),
-                           running_norm=bool(network.get("running_norm", False)))
+                           running_norm=bool(network.get("running_norm", False)),
+                           encoder=str(network.get("encoder", "mlp")),
+                           obs_shape=tuple(network.get("obs_shape") or ()))
 
 
 @dataclass

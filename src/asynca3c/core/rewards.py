@@ -42,6 +42,9 @@ class NoveltyBonus:
     @classmethod
     def for_spec(cls, spec: EnvSpec, bins: int, beta: float, seed: int = 0) -> NoveltyBonus:
         """The grid over an environment's encoded observations; ConfigError for unbounded dimensions."""
+        if spec.obs_kind == "image":
+            raise ConfigError(f"novelty_bonus lays a grid over the observation box; {spec.env_id}'s observations "
+                              f"are images of shape {spec.obs_shape} (use novelty_bonus=0)")
         if spec.obs_kind == "discrete":  # one-hot rows: each state is its own cell
             return cls(np.zeros(spec.obs_dim), np.ones(spec.obs_dim), 2, beta, seed)
         low, high = np.asarray(spec.obs_low, np.float64), np.asarray(spec.obs_high, np.float64)
@@ -76,13 +79,16 @@ class NoveltyBonus:
 
 
 class TrainingReward:
-    """``reward * scale`` plus the novelty bonus of the observation it led to."""
+    """``reward`` clipped to [-clip, clip] (0: not clipped), times ``scale``, plus the novelty bonus of the
+    observation it led to."""
 
-    def __init__(self, scale: float = 1.0, bonus: NoveltyBonus | None = None):
-        self.scale, self.bonus = scale, bonus
+    def __init__(self, scale: float = 1.0, bonus: NoveltyBonus | None = None, clip: float = 0.0):
+        self.scale, self.bonus, self.clip = scale, bonus, clip
 
     def __call__(self, reward: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
         """``reward``: one per row of ``next_obs`` (the encoded observations after the step)."""
+        if self.clip:
+            reward = np.clip(reward, -self.clip, self.clip)
         if self.scale != 1.0:
             reward = reward * self.scale
         if self.bonus is not None:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from asynca3c.config import ENV_WRAPPERS, INT_RANGES, Config
-from asynca3c.core.model import CORES, ActorCritic, build_network
+from asynca3c.core.model import CORES, ENCODERS, ActorCritic, build_network
 from asynca3c.errors import CheckpointError, ConfigError
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -286,6 +286,14 @@ def _check_network(net: object) -> None:
     for key in ("continuous", "running_norm"):
         if not isinstance(net.get(key, False), bool):
             raise _Invalid(f"{key} must be a bool, not {_short(net[key])}")
+    if net.get("encoder", "mlp") not in ENCODERS:
+        raise _Invalid(f"encoder must be one of {ENCODERS}, not {_short(net['encoder'])}")
+    shape = net.get("obs_shape") or []
+    if net.get("encoder", "mlp") != "mlp" and not (
+            isinstance(shape, (list, tuple)) and len(shape) == 3 and all(_is_int(x, 1) for x in shape)
+            and math.prod(shape) == net["obs_dim"]):
+        raise _Invalid(f"obs_shape must be 3 ints >= 1 whose product is obs_dim ({net['obs_dim']}) for a CNN "
+                       f"encoder, not {_short(shape)}")
     if net.get("core", "") not in CORES:
         raise _Invalid(f"core must be one of {CORES}, not {_short(net['core'])}")
     if net.get("core") and not (_is_int(net.get("core_size"), 1) and net["core_size"] <= INT_RANGES["core_size"][1]):
@@ -406,13 +414,16 @@ def _check_novelty_counts(counts: object) -> None:
         raise _Invalid("must be a tensor of finite counts >= 0")
 
 
-def check_matches(payload: dict, env: str, obs_dim: int, n_actions: int, config: Config) -> None:
-    """Refuse a checkpoint made for another environment or network shape, naming both."""
+def check_matches(payload: dict, env: str, obs_dim: int, n_actions: int, config: Config,
+                  encoder: str = "mlp") -> None:
+    """Refuse a checkpoint made for another environment or network shape, naming both; ``encoder``: this
+    run's, resolved ('auto' made concrete)."""
     net = payload["network"]
     mine = {"env": env, "obs_dim": obs_dim, "n_actions": n_actions, "hidden": list(config.hidden),
             "core": config.recurrent, "core_size": config.core_size if config.recurrent else 0,
-            "running_norm": config.running_obs_norm}
-    older = {"core": "", "core_size": 0, "running_norm": False}  # what checkpoints without these entries hold
+            "running_norm": config.running_obs_norm, "encoder": encoder}
+    # what checkpoints without these entries hold
+    older = {"core": "", "core_size": 0, "running_norm": False, "encoder": "mlp"}
     theirs = {k: net.get(k, older.get(k)) for k in mine}
     theirs["hidden"] = list(theirs["hidden"] or [])
     diff = [k for k in mine if mine[k] != theirs[k]]

@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import numpy.typing as npt
 
+from asynca3c.core.envs import make_env
 from asynca3c.core.evaluation import PolicyFn
-from asynca3c.core.wrappers import wrap_env
-from asynca3c.errors import VideoError
+from asynca3c.errors import EnvError, VideoError
 
 FORMATS = (".mp4", ".gif")
 
@@ -35,10 +34,9 @@ def record(policy: PolicyFn, env_id: str, path: str | os.PathLike, *, episodes: 
 
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame draws off-screen; no display needed
     try:
-        env = gym.make(env_id, render_mode="rgb_array", **(env_kwargs or {}))
-    except gym.error.DependencyNotInstalled as e:
+        env = make_env(env_id, env_kwargs, wrapper=env_wrapper, render_mode="rgb_array")
+    except EnvError as e:
         raise VideoError(f"{env_id} cannot render here: {e}") from None
-    env = wrap_env(env, env_wrapper, env_id)
     fps = fps or int(env.metadata.get("render_fps") or 30)
     frames: list[npt.ArrayLike] = []  # what imageio's mimsave takes
     returns: list[float] = []

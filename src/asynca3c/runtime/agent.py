@@ -76,6 +76,10 @@ class _VectorAgent:
         self.stopping = False
         self.faults = faults or FaultPolicy(False, 0, progress)
         self.make_envs, self.name = make_envs, name
+        # Pixel environments (an emulator stepping 16 games: milliseconds) step in a thread, off the loop;
+        # ale-py's vector env releases the GIL while its threads emulate
+        self.offload_step = encoder.spec.obs_kind == "image"
+        self._stepping: asyncio.Future | None = None
         # A recurrent policy's state per env, entering the next row: zeroed at every (re)start and after
         # every autoreset step, exactly where the learner's unroll zeroes it. Width 0: feed-forward.
         self.state_size = int(getattr(policy, "recurrent", False) and policy.model.state_size)
@@ -107,7 +111,12 @@ class _VectorAgent:
                 live = ~resetting
                 cause: Exception | None = None
                 try:
-                    raw, rew, term, trunc, _ = self.envs.step(self.actions.to_env(actions))
+                    if self.offload_step:
+                        self._stepping = asyncio.ensure_future(asyncio.to_thread(self.envs.step,
+                                                                                 self.actions.to_env(actions)))
+                        raw, rew, term, trunc, info = await asyncio.shield(self._stepping)
+                    else:
+                        raw, rew, term, trunc, info = self.envs.step(self.actions.to_env(actions))
                     rew = np.asarray(rew, dtype=np.float64).reshape(V)
                     term = np.asarray(term, dtype=bool).reshape(V)
                     trunc = np.asarray(trunc, dtype=bool).reshape(V)
@@ -130,6 +139,8 @@ class _VectorAgent:
                 ep_ret += np.where(live, rew, 0.0)
                 ep_len += live
                 done = (term | trunc) & live
+                if "game_over" in info:  # episodic life (Atari): report whole games, not lives
+                    done = np.asarray(info["game_over"], dtype=bool).reshape(V)
                 if done.any():
                     for ret, length, judged in zip(ep_ret[done].tolist(), ep_len[done].tolist(),
                                                    (~explored[done]).tolist()):
@@ -141,6 +152,8 @@ class _VectorAgent:
                 if message is not None and self.queue is not None:
                     await self.queue.put(message)
         finally:
+            if self._stepping is not None and not self._stepping.done():  # cancelled mid-step: let the thread
+                await asyncio.wait([self._stepping])  # finish before its environments close under it
             self.envs.close()
 
     async def _reset(self, seed: int) -> np.ndarray:
@@ -205,7 +218,7 @@ class Agent(_VectorAgent):
         self.kernel = NStepKernel(self.num_envs, self.n_step, self.gamma)
         self._u = 0
         R, V = self.kernel.n + 1, self.num_envs
-        self.obs_ring = np.empty((R, V, obs.shape[1]), dtype=np.float32)
+        self.obs_ring = np.empty((R, V, *obs.shape[1:]), dtype=obs.dtype)
         self.act_ring = np.zeros((R, V, *self.actions.shape), dtype=self.actions.dtype)
         self.logp_ring = np.zeros((R, V), dtype=np.float32)
         self.ver_ring = np.zeros(R, dtype=np.int64)
@@ -238,8 +251,8 @@ class SegmentAgent(_VectorAgent):
     def _begin(self, obs: np.ndarray) -> None:
         """A new segment whose first row is ``obs`` (the run's first observations, or the last row of the
         segment just shipped)."""
-        self.seg = Segment.empty(self.T, self.num_envs, obs.shape[1], self.actions.shape, self.actions.dtype,
-                                 self.state_size)
+        self.seg = Segment.empty(self.T, self.num_envs, obs.shape[1:], self.actions.shape, self.actions.dtype,
+                                 self.state_size, obs.dtype)
         self.seg.obs[0] = obs
         self.seg.state0[0] = self.core_state
         self._t = 0

@@ -151,8 +151,8 @@ class _SegmentRecorder:
 
     def begin(self, i: int, obs: np.ndarray, state: np.ndarray | None = None) -> None:
         """A new segment of env ``i`` from row ``obs``, entered with ``state`` [1, S] (None: zeros)."""
-        self.segs[i] = Segment.empty(self.T, 1, obs.shape[1], self.action_shape, self.action_dtype,
-                                     self.state_size)
+        self.segs[i] = Segment.empty(self.T, 1, obs.shape[1:], self.action_shape, self.action_dtype,
+                                     self.state_size, obs.dtype)
         self.segs[i].obs[0] = obs
         if state is not None and self.state_size:
             self.segs[i].state0[0] = state

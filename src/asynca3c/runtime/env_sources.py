@@ -68,7 +68,7 @@ class GymEnvs:
     def make_agent(self, num_envs: int, *, actions: Actions, segment_length: int | None, n_step: int, gamma: float,
                    **agent_args: Any) -> Agent | SegmentAgent:
         def make_envs():
-            return make_vector_env(self.env_id, num_envs, self.env_kwargs, wrapper=self.wrapper)
+            return make_vector_env(self.env_id, num_envs, self.env_kwargs, wrapper=self.wrapper, training=True)
 
         agent_args.pop("step_timeout", None)  # vector envs step synchronously; a hang cannot be cut off
         if segment_length is not None:

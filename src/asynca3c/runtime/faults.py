@@ -24,7 +24,8 @@ from asynca3c.runtime.progress import Progress
 
 
 def encode_checked(encode: ObsEncoder, raw, rows: int) -> tuple[np.ndarray, str | None]:
-    """``rows`` raw observations as float32 rows, and why they may not be trained on (None: fine)."""
+    """``rows`` raw observations as the network's input (float32 rows, or uint8 images), and why they may not
+    be trained on (None: fine)."""
     spec = encode.spec
     a = np.asarray(raw)
     if spec.obs_kind == "discrete":
@@ -40,6 +41,8 @@ def encode_checked(encode: ObsEncoder, raw, rows: int) -> tuple[np.ndarray, str 
         out = encode(a)
     except (TypeError, ValueError) as e:
         return a, f"an observation that is not numbers ({describe_exception(e)})"
+    if spec.obs_kind == "image":  # uint8: every value is a pixel
+        return out, None
     if not np.isfinite(out).all():
         bad = np.argwhere(~np.isfinite(out))[0]
         return out, f"a non-finite observation ({float(out[tuple(bad)])!r} for env {int(bad[0])})"

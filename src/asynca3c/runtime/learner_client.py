@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import pickle
 import sys
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -38,6 +40,7 @@ from asynca3c.core.learner import Learner, LearnerSpec
 from asynca3c.core.messages import SampleBatch, Segment, StepStats
 from asynca3c.core.model import ActorCritic
 from asynca3c.errors import Asynca3cError, LearnerError
+from asynca3c.runtime import shm
 from asynca3c.runtime.faults import RestartWindow
 from asynca3c.runtime.wire import HEADER, close_worker, encode_frame, exit_status
 
@@ -102,8 +105,30 @@ class LearnerWorker(Protocol):
     async def aclose(self) -> None: ...
 
 
+#: Observations of a batch at least this big cross to the worker through shared memory, not the pipe.
+SHARED_FRAMES_MIN_BYTES = 1 << 20
+
+
+@dataclasses.dataclass
+class TransportStats:
+    """What crossing to the learner process cost: observation bytes sent through shared memory (and
+    samples, for bytes per sample), weight bytes received in replies, and the seconds this process spent
+    copying observations into slots and reading replies (the share of time spent in transport)."""
+
+    frame_bytes: int = 0
+    frame_samples: int = 0
+    frame_seconds: float = 0.0
+    inline_batches: int = 0  # big batches that went through the pipe (no slot was free)
+    weight_bytes: int = 0
+    weight_replies: int = 0
+    reply_seconds: float = 0.0
+
+
 class ProcessLearner:
-    """The learner in a worker process; requests are answered in order."""
+    """The learner in a worker process; requests are answered in order. A segment batch's observations of
+    at least ``SHARED_FRAMES_MIN_BYTES`` (images) go through a ring of shared-memory slots this process owns:
+    the request carries the slot's handle, the worker reads the batch in place, and the slot is free again
+    once the reply arrives."""
 
     def __init__(self, spec: LearnerSpec):
         self._spec = spec
@@ -112,6 +137,9 @@ class ProcessLearner:
         self._pending: collections.deque[asyncio.Future] = collections.deque()
         self._dead: LearnerDied | None = None
         self.pid: int | None = None
+        self._frames: shm.SlotRing | None = None
+        self._slots = int(spec.config.get("optimizers", 2)) + 1  # one per request in flight, and one spare
+        self.transport = TransportStats()
 
     async def start(self) -> None:
         """Start the worker and build the network there (about a second: it imports torch)."""
@@ -136,6 +164,34 @@ class ProcessLearner:
         """Epochs of minibatch steps on a batch of segments; their stats and the new weights."""
         return await self._request("learn", (batch, lr_factor))
 
+    async def _learn_through_slot(self, batch: Segment, lr_factor: float):
+        """``learn`` with the observations in a shared-memory slot (copied there off the loop); the pipe
+        carries everything else. With no slot free, the batch goes through the pipe whole."""
+        obs = batch.obs
+        ring = self._frames = (shm.SlotRing(self._slots, obs.nbytes) if self._frames is None
+                               else shm.ensure_ring(self._frames, obs.nbytes))
+        slot = ring.claim()
+        if slot is None:
+            self.transport.inline_batches += 1
+            return await self._send("learn", (batch, lr_factor))
+        abandoned = False
+        try:
+            ref = shm.SlotRef(ring.name, slot, slot * ring.slot_bytes, tuple(obs.shape), obs.dtype.str)
+            start = time.perf_counter()
+            await asyncio.to_thread(np.copyto, ring.view(ref), obs)  # tens of MB: a copy that releases the GIL
+            stats = self.transport
+            stats.frame_seconds += time.perf_counter() - start
+            stats.frame_bytes += obs.nbytes
+            stats.frame_samples += len(batch)
+            light = dataclasses.replace(batch, obs=np.empty((0,), obs.dtype))
+            return await self._send("learn", (light, lr_factor, ref))
+        except asyncio.CancelledError:
+            abandoned = True  # the worker may still be reading it: the slot stays claimed until the ring closes
+            raise
+        finally:
+            if not abandoned:
+                ring.release(slot)
+
     async def state(self) -> dict:
         """Model and optimizer state (CPU tensors) and the version."""
         return await self._request("state", None)
@@ -144,6 +200,11 @@ class ProcessLearner:
         await self._request("load", state)
 
     async def _request(self, op: str, arg):
+        if op == "learn" and arg[0].obs.nbytes >= SHARED_FRAMES_MIN_BYTES and shm.AVAILABLE:
+            return await self._learn_through_slot(*arg)
+        return await self._send(op, arg)
+
+    async def _send(self, op: str, arg):
         if self._dead is not None:
             raise LearnerDied(self._dead.how)
         if self._proc is None:
@@ -168,7 +229,15 @@ class ProcessLearner:
         try:
             while True:
                 (size,) = HEADER.unpack(await out.readexactly(HEADER.size))
-                reply = pickle.loads(await out.readexactly(size))
+                data = await out.readexactly(size)
+                start = time.perf_counter()
+                reply = pickle.loads(data)
+                stats = self.transport
+                stats.reply_seconds += time.perf_counter() - start
+                if reply[0] == "ok" and isinstance(reply[1], tuple) and len(reply[1]) == 2 and \
+                        isinstance(reply[1][1], list):  # a step's (stats, weights)
+                    stats.weight_bytes += size
+                    stats.weight_replies += 1
                 fut = self._pending.popleft()
                 if fut.done():  # its caller was cancelled; the reply is dropped
                     continue
@@ -194,6 +263,9 @@ class ProcessLearner:
         try:
             await close_worker(proc, encode_frame(("close", None)), 5.0)
         finally:
+            if self._frames is not None:
+                self._frames.close()
+                self._frames = None
             if self._reader is not None:
                 self._reader.cancel()
                 try:
@@ -222,6 +294,11 @@ class RestartingLearner:
     @property
     def pid(self) -> int | None:
         return self._worker.pid
+
+    @property
+    def transport(self) -> TransportStats | None:
+        """The current worker's transport counters (None for a worker that keeps none, e.g. a Ray actor)."""
+        return getattr(self._worker, "transport", None)
 
     @property
     def held_state(self) -> dict | None:

@@ -9,6 +9,7 @@ to stderr so the protocol stream stays clean.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -16,6 +17,7 @@ import traceback
 from typing import BinaryIO
 
 from asynca3c.core.learner import Learner, LearnerSpec
+from asynca3c.runtime import shm
 from asynca3c.runtime.wire import portable, read_frame, write_frame
 
 
@@ -30,8 +32,14 @@ def answer(learner: Learner | None, op: str, arg) -> tuple[Learner | None, objec
     if learner is None:
         raise RuntimeError(f"learner request {op!r} before 'init'")
     if op in ("step", "learn"):
-        batch, lr_factor = arg
+        batch, lr_factor, *frames = arg  # frames: a SlotRef to the observations, sent through shared memory
+        if frames:
+            batch = dataclasses.replace(batch, obs=shm.view(frames[0]))  # read in place, done before the reply
         stats, weights = (learner.step if op == "step" else learner.learn)(batch, lr_factor)
+        learner.unshipped += 1
+        if learner.unshipped < learner.config.weights_every:
+            return learner, (stats, None)  # the acting copy waits for a later update's weights
+        learner.unshipped = 0
         return learner, (stats, [w.numpy() for w in weights])
     if op == "state":
         return learner, learner.state()

@@ -19,9 +19,20 @@ from asynca3c.errors import LearnerError
 
 
 class Predictor:
-    """Holds the acting copy of the network (CPU) and answers ``infer`` requests."""
+    """Holds the acting copy of the network (CPU) and answers ``infer`` requests.
 
-    def __init__(self, model: ActorCritic, actions: DiscreteActions | GaussianActions, seed: int = 0):
+    A CNN's forward pass takes milliseconds (the Nature CNN: about 10 ms for 32
+    frames on one core), so for a CNN it runs in a worker thread (torch releases
+    the GIL in its kernels) and the loop stays responsive meanwhile; new weights
+    that arrive during such a pass are adopted right after it, never under it.
+    """
+
+    def __init__(self, model: ActorCritic, actions: DiscreteActions | GaussianActions, seed: int = 0,
+                 offload: bool | None = None):
+        """``offload``: run forward passes off the loop (default: for a CNN)."""
+        self.offload = getattr(model, "encoder", "mlp") != "mlp" if offload is None else offload
+        self._computing = False
+        self._deferred: tuple[Sequence[torch.Tensor | np.ndarray], int] | None = None
         self.model = model.eval()
         self.actions = actions
         self.version = 0
@@ -53,13 +64,29 @@ class Predictor:
             if not fut.done():
                 fut.set_exception(exc)
 
-    def set_weights(self, weights: Sequence[torch.Tensor | np.ndarray], version: int) -> None:
-        """Adopt a finished snapshot; older snapshots arriving late are ignored."""
-        if version <= self.version:
+    def set_weights(self, weights: Sequence[torch.Tensor | np.ndarray] | None, version: int) -> None:
+        """Adopt a finished snapshot; older snapshots arriving late, and replies without weights
+        (``weights_every``), are ignored."""
+        if weights is None or version <= self.version:
+            return
+        if self._computing:  # a forward pass is reading the weights in a thread: adopt these after it
+            if self._deferred is None or version > self._deferred[1]:
+                self._deferred = (weights, version)
             return
         tensors = [torch.as_tensor(w) for w in weights]
         with torch.no_grad():
             torch._foreach_copy_(self.model.shipped(), tensors)
+        self.version = version
+        for event in self._watchers:
+            event.set()
+
+    def adopt_state(self, model_state: dict, version: int) -> None:
+        """Adopt the learner's whole network state (``Learner.state()['model']``) as policy ``version``: the
+        newest weights when replies skip them (``weights_every``)."""
+        if version < self.version:
+            return
+        self._deferred = None
+        self.model.load_state_dict(model_state)
         self.version = version
         for event in self._watchers:
             event.set()
@@ -105,14 +132,28 @@ class Predictor:
                     await asyncio.sleep(0)
                 self._wake.clear()
                 batch, self._pending = self._pending, []
-                self._answer([r for r in batch if not r[1].done()])
+                batch = [r for r in batch if not r[1].done()]
+                if self.offload and batch:
+                    self._computing = True
+                    try:
+                        computed = await asyncio.to_thread(self._compute, batch)
+                        self._computing = False
+                        self._answer(batch, computed)  # tagged with the version the pass used
+                    finally:
+                        self._computing = False
+                        deferred, self._deferred = self._deferred, None
+                        if deferred is not None:
+                            self.set_weights(*deferred)
+                else:
+                    self._answer(batch)
         finally:
             for _, fut, _, _ in self._pending:
                 fut.cancel()
 
-    def _answer(self, batch: list[tuple[np.ndarray, asyncio.Future, float | None, np.ndarray | None]]) -> None:
-        if not batch:
-            return
+    def _compute(self, batch: list[tuple[np.ndarray, asyncio.Future, float | None, np.ndarray | None]]
+                 ) -> tuple[np.ndarray, np.ndarray | None] | BaseException:
+        """The forward pass for ``batch``: (action parameters, next states or None), or the error it met.
+        Touches no future, so it can run in a thread."""
         try:
             obs = np.concatenate([r[0] for r in batch]) if len(batch) > 1 else batch[0][0]
             state = None
@@ -126,10 +167,23 @@ class Predictor:
                 raise LearnerError(f"the network (policy version {self.version}) gave non-finite action "
                                    "parameters for finite observations; lower lr or reward_scale")
         except Exception as exc:
-            for _, fut, _, _ in batch:
-                fut.set_exception(exc)
-            self.fail(exc)  # every later request gets the same error instead of waiting forever
+            return exc
+        return probs, states
+
+    def _answer(self, batch: list[tuple[np.ndarray, asyncio.Future, float | None, np.ndarray | None]],
+                computed: tuple[np.ndarray, np.ndarray | None] | BaseException | None = None) -> None:
+        """Resolve the batch's futures with ``computed`` (the forward pass, run now when None)."""
+        if not batch:
             return
+        if computed is None:
+            computed = self._compute(batch)
+        if isinstance(computed, BaseException):
+            for _, fut, _, _ in batch:
+                if not fut.done():
+                    fut.set_exception(computed)
+            self.fail(computed)  # every later request gets the same error instead of waiting forever
+            return
+        probs, states = computed
         rows = np.fromiter((len(r[0]) for r in batch), np.int64, len(batch))
         offsets = np.cumsum(rows) - rows
         chooser = np.fromiter((r[2] is not None for r in batch), bool, len(batch))
@@ -142,7 +196,9 @@ class Predictor:
         for (o, fut, epsilon, _), i in zip(batch, offsets.tolist(), strict=True):
             rows_state = None if states is None else states[i:i + len(o)]
             if epsilon is None:
-                fut.set_result((probs[i:i + len(o)], version, rows_state))
+                result: tuple = (probs[i:i + len(o)], version, rows_state)
             else:
                 action, p = next(choices)
-                fut.set_result((action, p, version, rows_state))
+                result = (action, p, version, rows_state)
+            if not fut.done():  # its caller may have gone while the pass ran off the loop
+                fut.set_result(result)

@@ -124,6 +124,34 @@ HOLD_EVERY = 10.0
 SAVE_TIMEOUT = 60.0
 
 
+def encoder_for(cfg: Config, spec: EnvSpec) -> str:
+    """The encoder ``cfg.encoder`` asks for, resolved against the observations: 'auto' is the Nature CNN for
+    images and the MLP otherwise; a CNN over observations that are not images, or settings a CNN does not
+    use, are refused naming both."""
+    image = spec.obs_kind == "image"
+    encoder = cfg.encoder if cfg.encoder != "auto" else ("nature" if image else "mlp")
+    if encoder != "mlp" and not image:
+        raise ConfigError(f"encoder={cfg.encoder!r} is not allowed for {spec.env_id!r}: a CNN needs image "
+                          f"observations (a uint8 Box of shape (H, W), (H, W, C) or (C, H, W)), and it has "
+                          f"{spec.obs_kind} observations of {spec.obs_dim} values; use encoder='mlp' or 'auto'")
+    if encoder != "mlp" and (cfg.normalize_obs or cfg.running_obs_norm):
+        raise ConfigError(f"normalize_obs and running_obs_norm are not allowed with encoder={encoder!r}: the CNN "
+                          "scales pixels to [0, 1] itself; turn them off")
+    return encoder
+
+
+def new_network(cfg: Config, spec: EnvSpec, continuous: bool) -> ActorCritic:
+    """The run's network before training: its encoder, core and heads for ``spec``'s spaces."""
+    encoder = encoder_for(cfg, spec)
+    bounds = (spec.obs_low, spec.obs_high) if cfg.normalize_obs and spec.obs_low else None
+    try:
+        return ActorCritic(spec.obs_dim, spec.n_actions, cfg.hidden, continuous, bounds, core=cfg.recurrent,
+                           core_size=cfg.core_size, running_norm=cfg.running_obs_norm,
+                           log_std_init=cfg.log_std_init, encoder=encoder, obs_shape=spec.obs_shape)
+    except ValueError as e:  # an image too small for the CNN
+        raise ConfigError(f"encoder={encoder!r}: {e}") from None
+
+
 class TrainingRun:
     """The parts of one run and the coroutine (``train``) that drives them."""
 
@@ -140,10 +168,7 @@ class TrainingRun:
         self.encode = ObsEncoder(spec)
         self.novelty = (NoveltyBonus.for_spec(spec, cfg.novelty_bins, cfg.novelty_bonus, seed=cfg.seed)
                         if cfg.novelty_bonus else None)
-        bounds = (spec.obs_low, spec.obs_high) if cfg.normalize_obs and spec.obs_low else None
-        model = ActorCritic(spec.obs_dim, spec.n_actions, cfg.hidden, self.actions.continuous, bounds,
-                            core=cfg.recurrent, core_size=cfg.core_size, running_norm=cfg.running_obs_norm,
-                            log_std_init=cfg.log_std_init)
+        model = new_network(cfg, spec, self.actions.continuous)
         if resume is not None:
             checkpoint.load_weights(model, resume["model"])
         self.predictor = Predictor(copy.deepcopy(model), self.actions, seed=cfg.seed + 7)
@@ -217,6 +242,9 @@ class TrainingRun:
                 for _ in updates:
                     await queue.put(STOP)
                 await asyncio.gather(*updates)
+                if cfg.weights_every > 1:  # the last replies may have carried no weights
+                    newest = await self.learner.state()
+                    self.predictor.adopt_state(newest["model"], int(newest["version"]))
                 seconds = progress.elapsed()
                 monitor.cancel()
         except BaseExceptionGroup as group:
@@ -333,9 +361,9 @@ class TrainingRun:
                           if cfg.deterministic else self.queue)
         extra = {"step_limit": cfg.steps} if cfg.deterministic else {}
         return make_agents(cfg, self.source, actions=self.actions, encoder=self.encode, policy=self.predictor,
-                           progress=progress, faults=self.faults, reward=TrainingReward(cfg.reward_scale, self.novelty),
-                           outbox=outbox, indices=range(cfg.agents), seeds=seeds[:-1], eval_seed=int(seeds[-1]),
-                           **extra)
+                           progress=progress, faults=self.faults,
+                           reward=TrainingReward(cfg.reward_scale, self.novelty, cfg.reward_clip), outbox=outbox,
+                           indices=range(cfg.agents), seeds=seeds[:-1], eval_seed=int(seeds[-1]), **extra)
 
     async def _start_shards(self) -> None:
         """The acting shards, each ready with its agents (outside the clock); on failure the caller's

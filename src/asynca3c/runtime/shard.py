@@ -108,7 +108,8 @@ class Shard:
         shards = max(1, cfg.shards)
         return make_agents(cfg, spec.source, actions=self.actions, encoder=ObsEncoder(spec.env_spec),
                            policy=self.predictor, progress=self.progress, faults=self.faults,
-                           reward=TrainingReward(cfg.reward_scale, None), outbox=self, indices=spec.agents,
+                           reward=TrainingReward(cfg.reward_scale, None, cfg.reward_clip), outbox=self,
+                           indices=spec.agents,
                            seeds=spec.seeds, eval_seed=spec.eval_seed, epsilon_steps=cfg.epsilon_steps // shards)
 
     async def put(self, message: Any) -> None:

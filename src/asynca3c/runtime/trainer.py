@@ -24,7 +24,7 @@ from asynca3c.outputs.tensorboard import TensorBoardLog
 from asynca3c.runtime.env_sources import AsyncEnvFactory, EnvSource, GymEnvs
 from asynca3c.runtime.looplag import LoopLag
 from asynca3c.runtime.metrics import MetricsHub, log_row
-from asynca3c.runtime.run import StopRequest, TrainingRun, TrainResult
+from asynca3c.runtime.run import StopRequest, TrainingRun, TrainResult, encoder_for
 from asynca3c.runtime.uvloop_runner import run_on_uvloop
 
 __all__ = ["TrainResult", "Trainer", "TrainerClosed", "resolve_device", "train"]
@@ -204,7 +204,8 @@ class Trainer:
         if self._resume is not None:
             spec, cfg = self.source.spec, self.config
             assert spec is not None  # only called once the source is described
-            checkpoint.check_matches(self._resume, cfg.env, spec.obs_dim, spec.n_actions, cfg)
+            checkpoint.check_matches(self._resume, cfg.env, spec.obs_dim, spec.n_actions, cfg,
+                                     encoder_for(cfg, spec))
 
     def request_stop(self, reason: str = "requested") -> None:
         """Ask the run to end: agents stop, the queue drains, the last update lands."""
@@ -364,6 +365,14 @@ class Trainer:
                                  f"in [{low}, {high})")
             assert self._run is not None  # checked by act()
             return self._run.encode(np.array([obs]))
+        if spec.obs_kind == "image":
+            frames = np.asarray(obs)
+            if frames.dtype != np.uint8 or frames.size != spec.obs_dim:
+                raise ValueError(f"observation of shape {frames.shape} and dtype {frames.dtype} is not allowed: "
+                                 f"{spec.env_id} expects a uint8 image of {spec.obs_dim} values (C, H, W = "
+                                 f"{spec.obs_shape}{', given channels last' if spec.channels_last else ''})")
+            assert self._run is not None  # checked by act()
+            return self._run.encode(frames[None])
         arr = np.asarray(obs, dtype=np.float32)
         if arr.size != spec.obs_dim:
             raise ValueError(f"observation of shape {arr.shape} is not allowed: {spec.env_id} expects "

@@ -1,0 +1,313 @@
+"""Pixels (issue 15): Atari throughput and learning curves against SB3 A2C with rl-zoo's Atari settings.
+
+    python bench/bench_pixels.py throughput [--env ALE/Pong-v5] [--seconds 60] [--repeats 2]
+    python bench/bench_pixels.py curve --system asynca3c|sb3-a2c [--seed 0] [--seconds 1800]
+    python bench/bench_pixels.py plot
+
+``throughput`` trains each system for ``--seconds`` per repeat, alternating the
+order, and reports agent steps/s while training (each sample learned from
+once): asynca3c with the shipped table and the Nature CNN, SB3 A2C (its
+CnnPolicy is the same Nature CNN), and asynca3c with the A3C paper's CNN. In the
+same run it measures the machine's ceiling: torch's forward passes/s and
+forward+backward samples/s of each CNN on all cores, and the emulator's steps/s
+(ale-py's vector env, 16 envs, random actions); acting plus learning caps at
+1 / (1/forward + 1/train + 1/emulator) samples/s. asynca3c's transport costs
+(bytes per sample through shared memory, weight bytes per second in learner
+replies, share of the wall time spent copying frames into slots and reading
+replies) come from its learner client.
+
+``curve`` runs one system for ``--seconds`` and records (seconds, steps,
+mean return of the last 10 whole games) every 10 s: ``results/pixels/<game>/
+<system>-seed<N>.json``; ``plot`` draws every curve there into curves.png and
+writes curves.md. Run the curves one at a time: they share the 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path("bench/results/pixels")
+WINDOW = 10  # games averaged for a curve point (a Pong game is 800-4,000 agent steps)
+
+#: rl-baselines3-zoo a2c.yml, atari: AtariWrapper, 4-frame stack, CnnPolicy, 16 envs, ent 0.01, vf 0.25,
+#: RMSpropTFLike(eps=1e-5); the rest SB3's defaults (n_steps 5, lr 7e-4, gamma 0.99, max_grad_norm 0.5)
+A2C_ZOO = {"n_envs": 16, "ent_coef": 0.01, "vf_coef": 0.25}
+
+
+def asynca3c_config(env_id: str, seconds: float, seed: int, **overrides):
+    from asynca3c.config_files import resolve
+
+    return resolve("default", {"env": env_id, "seed": seed, "seconds": seconds, "final_eval_episodes": 0,
+                               "until_solved": False, **overrides})
+
+
+def run_asynca3c(env_id: str, seconds: float, seed: int, on_row=None, **overrides) -> dict:
+    """One run with the shipped table (and ``overrides``); its speed and transport figures."""
+    from asynca3c import Trainer
+
+    cfg = asynca3c_config(env_id, seconds, seed, **overrides)
+
+    async def main():
+        trainer = Trainer(cfg, on_progress=on_row)
+        result = await trainer.run()
+        return result, trainer._run.learner.transport
+
+    result, transport = asyncio.run(main())
+    out = {"system": f"asynca3c-{cfg.encoder}", "seconds": result.seconds, "env_steps": result.env_steps,
+           "steps_per_second": result.steps_per_second, "loop_lag_p99_ms": result.loop_lag_p99_ms,
+           "policy_lag_mean": result.policy_lag_mean, "config": cfg.to_dict()}
+    if transport is not None and result.seconds:
+        out.update(frame_bytes_per_sample=transport.frame_bytes / max(1, transport.frame_samples),
+                   weight_bytes_per_second=transport.weight_bytes / result.seconds,
+                   transport_share=(transport.frame_seconds + transport.reply_seconds) / result.seconds,
+                   inline_batches=transport.inline_batches)
+    return out
+
+
+def run_a2c(env_id: str, seconds: float, seed: int, on_row=None) -> dict:
+    """SB3 A2C with rl-zoo's Atari settings on the same game (ALE v5 with frameskip 1 and no sticky actions
+    underneath, as NoFrameskip-v4); returns are the Monitor's whole games, the clock starts with ``learn``."""
+    import ale_py
+    import gymnasium as gym
+    from stable_baselines3 import A2C
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    gym.register_envs(ale_py)
+    env = VecFrameStack(make_atari_env(env_id, n_envs=A2C_ZOO["n_envs"], seed=seed,
+                                       env_kwargs={"frameskip": 1, "repeat_action_probability": 0.0}), 4)
+    model = A2C("CnnPolicy", env, seed=seed, device="cpu", verbose=0, ent_coef=A2C_ZOO["ent_coef"],
+                vf_coef=A2C_ZOO["vf_coef"], policy_kwargs={"optimizer_class": RMSpropTFLike,
+                                                           "optimizer_kwargs": {"eps": 1e-5}})
+    games: deque[float] = deque(maxlen=WINDOW)
+    clock = {"t0": 0.0, "next": 10.0}
+
+    class Clock(BaseCallback):
+        def _on_training_start(self) -> None:
+            clock["t0"] = time.perf_counter()
+
+        def _on_step(self) -> bool:
+            elapsed = time.perf_counter() - clock["t0"]
+            for info in self.locals["infos"]:
+                if "episode" in info:
+                    games.append(float(info["episode"]["r"]))
+            if on_row is not None and elapsed >= clock["next"]:
+                clock["next"] += 10.0
+                on_row({"seconds": elapsed, "env_steps": self.num_timesteps, "games": list(games)})
+            return elapsed < seconds
+
+    model.learn(total_timesteps=10**9, callback=Clock())
+    elapsed = time.perf_counter() - clock["t0"]
+    env.close()
+    return {"system": "sb3-a2c", "seconds": elapsed, "env_steps": model.num_timesteps,
+            "steps_per_second": model.num_timesteps / elapsed}
+
+
+def ceiling(env_id: str, seconds: float = 3.0) -> dict:
+    """Forward passes/s (batches of 32) and forward+backward samples/s (batches of 80) of each CNN with
+    torch on all cores, and the emulator's steps/s (16 envs, random actions)."""
+    import torch
+
+    from asynca3c.core.atari import make_atari_vector
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    out: dict = {"torch_threads": torch.get_num_threads()}
+    for encoder in ("nature", "a3c"):
+        out[f"{encoder}_forward_per_s"], out[f"{encoder}_train_per_s"] = _torch_rates(encoder, seconds)
+    envs = make_atari_vector(env_id, 16, training=True)
+    envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    n = int(envs.single_action_space.n)
+    out["emulator_steps_per_s"] = _rate(lambda: envs.step(rng.integers(0, n, 16)), 16, seconds)
+    envs.close()
+    for encoder in ("nature", "a3c"):
+        f, t, e = out[f"{encoder}_forward_per_s"], out[f"{encoder}_train_per_s"], out["emulator_steps_per_s"]
+        out[f"{encoder}_ceiling_torch"] = 1 / (1 / f + 1 / t)
+        out[f"{encoder}_ceiling"] = 1 / (1 / f + 1 / t + 1 / e)
+    torch.set_num_threads(1)
+    return out
+
+
+def _torch_rates(encoder: str, seconds: float) -> tuple[float, float]:
+    """(forward passes/s in batches of 32, training samples/s in batches of 80) of one CNN."""
+    import torch
+
+    from asynca3c.core.model import ActorCritic
+
+    model = ActorCritic(4 * 84 * 84, 6, encoder=encoder, obs_shape=(4, 84, 84)).use_channels_last()
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-4)
+    frames = torch.randint(0, 256, (80, 4, 84, 84), dtype=torch.uint8)
+
+    def train_step():
+        logits, values = model(frames)
+        (logits.logsumexp(-1).mean() + values.pow(2).mean()).backward()
+        opt.step()
+        opt.zero_grad()
+
+    with torch.inference_mode():
+        forward = _rate(lambda: model(frames[:32]), 32, seconds)
+    return forward, _rate(train_step, 80, seconds)
+
+
+def _rate(fn, per_call: int, seconds: float) -> float:
+    fn()
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        fn()
+        calls += 1
+    return calls * per_call / (time.perf_counter() - start)
+
+
+def throughput(args) -> int:
+    runs: list[dict] = []
+    systems = ["nature", "sb3-a2c", "a3c"]
+    ceilings = []
+    for repeat in range(args.repeats):
+        ceilings.append(ceiling(args.env))
+        print(f"ceiling {repeat}: " + ", ".join(f"{k} {v:,.0f}" for k, v in ceilings[-1].items()), flush=True)
+        for name in systems if repeat % 2 == 0 else systems[::-1]:
+            if name == "sb3-a2c":
+                r = run_a2c(args.env, args.seconds, repeat)
+            else:
+                r = run_asynca3c(args.env, args.seconds, repeat, encoder=name)
+            r["repeat"] = repeat
+            runs.append(r)
+            print(f"repeat {repeat} {r['system']:16s} {r['steps_per_second']:,.0f} steps/s", flush=True)
+    names = list(dict.fromkeys(r["system"] for r in runs))
+    med = {n: statistics.median(r["steps_per_second"] for r in runs if r["system"] == n) for n in names}
+    rows = ["| system | agent steps/s, median [range] | x SB3 A2C | share of the ceiling | bytes/sample (shm) | "
+            "weight MB/s | transport share | loop lag p99 ms |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for n in names:
+        rs = [r for r in runs if r["system"] == n]
+        sps = [r["steps_per_second"] for r in rs]
+        enc = "nature" if n in ("sb3-a2c", "asynca3c-nature") else "a3c"
+        ceil = statistics.median(c[f"{enc}_ceiling"] for c in ceilings)
+        extra = "| - | - | - | -"
+        if "frame_bytes_per_sample" in rs[0]:
+            extra = (f"| {statistics.median(r['frame_bytes_per_sample'] for r in rs):,.0f} | "
+                     f"{statistics.median(r['weight_bytes_per_second'] for r in rs) / 1e6:.1f} | "
+                     f"{statistics.median(r['transport_share'] for r in rs):.1%} | "
+                     f"{statistics.median(r['loop_lag_p99_ms'] for r in rs):.1f}")
+        rows.append(f"| {n} | {med[n]:,.0f} [{min(sps):,.0f}, {max(sps):,.0f}] | {med[n] / med['sb3-a2c']:.2f} | "
+                    f"{med[n] / ceil:.0%} of {ceil:,.0f} {extra} |")
+    ceil_rows = ["| figure (all cores) | median [range] |", "|---|---:|"]
+    for key in ceilings[0]:
+        v = [c[key] for c in ceilings]
+        ceil_rows.append(f"| {key} | {statistics.median(v):,.0f} [{min(v):,.0f}, {max(v):,.0f}] |")
+    text = (f"Command: python bench/bench_pixels.py throughput --env {args.env} --seconds {args.seconds:g} "
+            f"--repeats {args.repeats}\n\n" + "\n".join(rows) + "\n\nCeiling, measured in the same run:\n\n"
+            + "\n".join(ceil_rows) + "\n")
+    print(text)
+    out = OUT / _game(args.env)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "throughput.md").write_text(text)
+    (out / "throughput.json").write_text(json.dumps({"env": args.env, "runs": runs, "ceilings": ceilings,
+                                                     "machine": platform.platform()}, indent=2, default=str))
+    return 0
+
+
+def _game(env_id: str) -> str:
+    return env_id.split("/")[-1].split("-")[0].lower()
+
+
+def curve(args) -> int:
+    out = OUT / _game(args.env)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{args.system}-seed{args.seed}.json"
+    points: list[tuple[float, int, float]] = []
+    record = {"system": args.system, "env": args.env, "seed": args.seed, "seconds": args.seconds, "curve": points}
+
+    def save():
+        path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+    if args.system == "sb3-a2c":
+        def on_row(row):
+            games = row["games"]
+            points.append((row["seconds"], row["env_steps"], float(np.mean(games)) if games else math.nan))
+            save()
+
+        record.update(run_a2c(args.env, args.seconds, args.seed, on_row))
+    else:
+        last = {"t": -10.0}
+
+        def on_row(row):  # asynca3c's row: the last solve_window whole games played without epsilon
+            if row["seconds"] - last["t"] >= 10.0:
+                last["t"] = row["seconds"]
+                points.append((row["seconds"], row["env_steps"], row["eval_return_mean"]))
+                save()
+
+        overrides = {name: json.loads(value) for name, _, value in (s.partition("=") for s in args.set)}
+        overrides["solve_window"] = WINDOW
+        record.update(run_asynca3c(args.env, args.seconds, args.seed, on_row, **overrides))
+    save()
+    print(f"{args.system} seed {args.seed}: {record['env_steps']:,} steps in {record['seconds']:.0f} s; "
+          f"last point {points[-1] if points else None}")
+    return 0
+
+
+def plot(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = OUT / _game(args.env)
+    runs = [json.loads(p.read_text()) for p in sorted(out.glob("*-seed*.json"))]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    lines = [f"Curves: mean return of the last {WINDOW} whole games ({args.env}); one line per run.", "",
+             "| run | steps | steps/s | return at 5 / 10 / 20 / 30 min |", "|---|---:|---:|---|"]
+    for r in runs:
+        c = [p for p in r["curve"] if p[2] is not None and not (isinstance(p[2], float) and math.isnan(p[2]))]
+        if not c:
+            continue
+        t, _, y = zip(*c)
+        label = f"{r['system']} seed {r['seed']}"
+        ax.plot(np.array(t) / 60, y, label=label)
+        at = [next((p[2] for p in c if p[0] >= m * 60 - 10), None) for m in (5, 10, 20, 30)]
+        lines.append(f"| {label} | {r.get('env_steps', 0):,} | {r.get('steps_per_second', 0):,.0f} | "
+                     + " / ".join("-" if v is None else f"{v:.1f}" for v in at) + " |")
+    ax.set_xlabel("minutes of training (2 cores)")
+    ax.set_ylabel(f"mean return, last {WINDOW} games")
+    ax.set_title(args.env)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=100)
+    (out / "curves.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="mode", required=True)
+    for name in ("throughput", "curve", "plot"):
+        s = sub.add_parser(name)
+        s.add_argument("--env", default="ALE/Pong-v5")
+        if name == "throughput":
+            s.add_argument("--seconds", type=float, default=60.0)
+            s.add_argument("--repeats", type=int, default=2)
+        if name == "curve":
+            s.add_argument("--system", choices=["asynca3c", "sb3-a2c"], required=True)
+            s.add_argument("--seed", type=int, default=0)
+            s.add_argument("--seconds", type=float, default=1800.0)
+            s.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
+    args = p.parse_args(argv)
+    return {"throughput": throughput, "curve": curve, "plot": plot}[args.mode](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
