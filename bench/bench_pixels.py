@@ -227,9 +227,10 @@ def _game(env_id: str) -> str:
 def curve(args) -> int:
     out = OUT / _game(args.env)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{args.system}-seed{args.seed}.json"
-    points: list[tuple[float, int, float]] = []
-    record = {"system": args.system, "env": args.env, "seed": args.seed, "seconds": args.seconds, "curve": points}
+    path = out / f"{args.system}{'-' + args.label if args.label else ''}-seed{args.seed}.json"
+    points: list[tuple] = []  # (seconds, steps, return), and asynca3c's policy entropy
+    record = {"system": args.system, "label": args.label, "env": args.env, "seed": args.seed,
+              "seconds": args.seconds, "curve": points}
 
     def save():
         path.write_text(json.dumps(record, indent=2, default=str) + "\n")
@@ -247,7 +248,7 @@ def curve(args) -> int:
         def on_row(row):  # asynca3c's row: the last solve_window whole games played without epsilon
             if row["seconds"] - last["t"] >= 10.0:
                 last["t"] = row["seconds"]
-                points.append((row["seconds"], row["env_steps"], row["eval_return_mean"]))
+                points.append((row["seconds"], row["env_steps"], row["eval_return_mean"], row["entropy"]))
                 save()
 
         overrides = {name: json.loads(value) for name, _, value in (s.partition("=") for s in args.set)}
@@ -274,8 +275,8 @@ def plot(args) -> int:
         c = [p for p in r["curve"] if p[2] is not None and not (isinstance(p[2], float) and math.isnan(p[2]))]
         if not c:
             continue
-        t, _, y = zip(*c)
-        label = f"{r['system']} seed {r['seed']}"
+        t, y = [p[0] for p in c], [p[2] for p in c]
+        label = f"{r['system']}{' ' + r['label'] if r.get('label') else ''} seed {r['seed']}"
         ax.plot(np.array(t) / 60, y, label=label)
         at = [next((p[2] for p in c if p[0] >= m * 60 - 10), None) for m in (5, 10, 20, 30)]
         lines.append(f"| {label} | {r.get('env_steps', 0):,} | {r.get('steps_per_second', 0):,.0f} | "
@@ -303,6 +304,7 @@ def main(argv=None) -> int:
         if name == "curve":
             s.add_argument("--system", choices=["asynca3c", "sb3-a2c"], required=True)
             s.add_argument("--seed", type=int, default=0)
+            s.add_argument("--label", default="", help="names the result file (settings tried beside the table's)")
             s.add_argument("--seconds", type=float, default=1800.0)
             s.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
     args = p.parse_args(argv)

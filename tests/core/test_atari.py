@@ -206,11 +206,13 @@ def test_episodic_life_ends_the_episode_but_continues_the_game(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_evaluation_counts_whole_games(backend):
-    """training=False: the lives run out within one episode; only the game over is terminal."""
+    """training=False: the lives run out within one episode; only the game over is terminal. The agent
+    only ever plays NOOP: the env serves each new ball itself (FIRE), as it does in training, so a policy
+    that never learned to serve does not stall the game."""
     envs = make_atari_vector("ALE/Breakout-v5", 1, training=False, backend=backend)
     try:
         envs.reset(seed=0)
-        steps = _play_until_game_over(envs, FIRE)  # FIRE serves every ball; the paddle never moves
+        steps = _play_until_game_over(envs, NOOP)
     finally:
         envs.close()
     lives = [s[5] for s in steps[:-1]]
@@ -273,6 +275,30 @@ def test_single_env_episodic_life_matches_the_vector():
             life_losses += bool(t and not sinfo["game_over"])
             game_overs += bool(sinfo["game_over"])
         assert life_losses >= 4 and game_overs >= 1
+    finally:
+        env.close()
+        envs.close()
+
+
+@needs_cv2
+def test_single_env_evaluation_serves_after_a_life_loss_as_the_vector_does():
+    """make_atari_env(training=False), the evaluation and video env: a NOOP-only agent loses all five lives
+    in one episode (the env serves each ball), frame for frame as the vector."""
+    env = make_atari_env("ALE/Breakout-v5", training=False, noop_max=0)
+    envs = make_atari_vector("ALE/Breakout-v5", 1, training=False, backend="ale", noop_max=0)
+    try:
+        single, _ = env.reset(seed=3)
+        vector, _ = envs.reset(seed=3)
+        lives = []
+        for _ in range(2000):
+            vector, rew, term, trunc, vinfo = envs.step(np.array([NOOP]))
+            single, r, t, u, sinfo = env.step(NOOP)
+            np.testing.assert_array_equal(single, vector[0])
+            assert (r, t, u, sinfo["game_over"]) == (rew[0], term[0], trunc[0], vinfo["game_over"][0])
+            lives.append(sinfo["lives"])
+            if t or u:
+                break
+        assert t and sinfo["game_over"] and lives[-1] == 0 and sorted(set(lives)) == [0, 1, 2, 3, 4, 5]
     finally:
         env.close()
         envs.close()

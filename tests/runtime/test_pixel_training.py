@@ -36,6 +36,13 @@ def test_the_run_saves_a_cnn_that_eval_rebuilds_and_resume_checks(pixel_run):
     assert np.mean(returns) >= 8.0, returns
     with pytest.raises(CheckpointError, match="encoder: checkpoint 'a3c', this run 'nature'"):
         train(Config(env=register(), **{**PIXELS, "encoder": "nature"}, seconds=0.5), resume_from=run_dir)
+    # a CNN does not use ``hidden``: another value is no reason to refuse; another image shape is
+    from asynca3c.core.model import describe_network
+    payload = {"network": {**describe_network(model), "env": register()}}
+    cfg = Config(env=register(), **PIXELS, hidden=(7,))
+    checkpoint.check_matches(payload, register(), 42 * 42, 2, cfg, "a3c", (1, 42, 42))
+    with pytest.raises(CheckpointError, match=r"obs_shape: checkpoint \[1, 42, 42\], this run \[1, 21, 84\]"):
+        checkpoint.check_matches(payload, register(), 42 * 42, 2, cfg, "a3c", (1, 21, 84))
 
 
 def test_act_takes_an_image_as_the_env_gives_it(run_on):
@@ -45,8 +52,10 @@ def test_act_takes_an_image_as_the_env_gives_it(run_on):
         async with Trainer(Config(env=register(), **{**PIXELS, "final_eval_episodes": 0}, seconds=0)) as trainer:
             frame = np.zeros((42, 42, 1), np.uint8)
             action = await trainer.act(frame)
-            with pytest.raises(ValueError, match="expects a uint8 image of 1764 values"):
+            with pytest.raises(ValueError, match=r"expects a uint8 image of shape \(42, 42, 1\), as the env"):
                 await trainer.act(frame.astype(np.float32))
+            with pytest.raises(ValueError, match=r"shape \(1, 42, 42\) and dtype uint8 is not allowed"):
+                await trainer.act(frame.reshape(1, 42, 42))  # as many values, channels first: refused
             await trainer.stop()
         return action
 
@@ -67,10 +76,12 @@ def shared_segments() -> set[str]:
 
 @pytest.fixture
 def frames_through_shared_memory(monkeypatch):
-    """Every segment batch's observations cross to the learner through shared memory (pixel batches of a
-    real game are megabytes; this task's are small)."""
+    """Every segment batch's observations, and every reply's weights, cross between the trainer and the
+    learner through shared memory (a real game's batches and a Nature CNN's weights are megabytes; this
+    task's are small)."""
     from asynca3c.runtime import learner_client
     monkeypatch.setattr(learner_client, "SHARED_FRAMES_MIN_BYTES", 0)
+    monkeypatch.setattr(learner_client, "SHARED_WEIGHTS_MIN_BYTES", 0)
 
 
 def test_frames_cross_through_shared_memory_and_weights_every_k_updates(frames_through_shared_memory):
@@ -92,7 +103,33 @@ def test_frames_cross_through_shared_memory_and_weights_every_k_updates(frames_t
     assert batches and transport.frame_bytes == batch_bytes * batches
     assert transport.frame_samples == 8 * 16 * batches and transport.inline_batches == 0
     assert transport.weight_replies == batches // 3  # replies carry weights after every third batch only
+    assert transport.pipe_weight_replies == 0  # all of them through a slot, none pickled through the pipe
     assert shared_segments() <= before  # the ring was unlinked
+
+
+def test_with_no_shared_memory_to_be_had_frames_and_weights_go_by_pipe(frames_through_shared_memory,
+                                                                       monkeypatch, caplog):
+    """A full or missing /dev/shm (Docker's 64 MB default) costs speed, not the run."""
+    import asyncio
+    import errno
+
+    from asynca3c import Trainer
+    from asynca3c.runtime import shm
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shm, "SlotRing", full)
+
+    async def main():
+        trainer = Trainer(Config(env=register(), **PIXELS, seconds=60, until_solved=True))
+        return await trainer.run(), trainer._run.learner.transport
+
+    result, transport = asyncio.run(main())
+    assert result.solved, result
+    assert transport.frame_bytes == 0 and transport.weight_replies > 0
+    assert transport.pipe_weight_replies == transport.weight_replies
+    assert caplog.text.count("no shared-memory segment could be made") == 1
 
 
 def test_a_killed_learner_leaves_no_shared_memory_and_the_run_goes_on(frames_through_shared_memory):

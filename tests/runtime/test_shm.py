@@ -116,6 +116,39 @@ assert getattr(resource_tracker._resource_tracker, "_pid", None) is None  # atta
             np.testing.assert_array_equal(back.flat[3:], sent.flat[3:])
 
 
+def test_a_worker_packs_arrays_into_a_slot_the_owner_names_and_the_owner_copies_them_out():
+    """The learner's reply path: the worker writes the weights into a flat slot, the pipe carries only the
+    small Packed layout, and the owner copies every array out exactly (dtypes, shapes, order kept)."""
+    rng = np.random.default_rng(2)
+    arrays = [ARRAYS[k](rng) for k in ("float32 weights", "float64 scalar", "bool", "int16 transposed", "empty")]
+    with shm.SlotRing(2, sum(a.nbytes for a in arrays) + shm.ALIGN * len(arrays)) as ring:
+        ref = shm.flat_ref(ring.name, 1, ring.slot_bytes)
+        done = child("""
+rng = np.random.default_rng(2)
+arrays = [rng.normal(size=(257, 513)).astype(np.float32), np.array(3.5),
+          rng.integers(0, 2, size=(7, 3)).astype(bool), np.arange(24, dtype=np.int16).reshape(4, 6).T,
+          np.zeros((0, 5), np.float32)]
+print(pickle.dumps(shm.pack_into(arg, arrays)).hex())
+""", ref)
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        packed = pickle.loads(bytes.fromhex(done.stdout.strip()))
+        assert packed.ref == ref and packed.nbytes == sum(a.nbytes for a in arrays)
+        assert all(at % shm.ALIGN == 0 for at, _, _ in packed.parts)
+        back = shm.unpack_copy(ring.view(ref), packed)
+        ring.view(ref)[:] = 0  # copies: the slot can be reused at once
+        for got, sent in zip(back, arrays, strict=True):
+            assert got.dtype == sent.dtype and got.shape == sent.shape
+            np.testing.assert_array_equal(got, sent)
+
+
+def test_arrays_that_do_not_fit_a_slot_are_refused_by_the_packer():
+    with shm.SlotRing(1, 1000) as ring:
+        ref = shm.flat_ref(ring.name, 0, ring.slot_bytes)
+        with pytest.raises(ValueError, match="does not fit"):
+            shm.pack_into(ref, [np.zeros(100, np.float32), np.zeros(200, np.float32)])  # 400 + 800 bytes
+        shm.detach_all()
+
+
 def test_slots_are_reused():
     before = ours()
     ring = shm.SlotRing(3, 1000)

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import gymnasium as gym
     from gymnasium.utils.env_checker import check_env
 
-    from asynca3c.core.atari import is_atari, make_atari_env
+    from asynca3c.core.atari import VECTOR_ONLY, is_atari, make_atari_env
     from asynca3c.core.envs import inspect_env
     from asynca3c.core.wrappers import check_name
 
@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:  # recorded here, even where warnings are errors
         warnings.simplefilter("always")
         try:  # an Atari id is checked as it trains: with the standard preprocessing
-            env = (make_atari_env(args.env_id, **args.env_kwargs) if is_atari(args.env_id)
+            env = (make_atari_env(args.env_id, **{k: v for k, v in args.env_kwargs.items() if k not in VECTOR_ONLY})
+                   if is_atari(args.env_id)
                    else gym.make(args.env_id, **args.env_kwargs))
         except TypeError as e:
             raise EnvError(f"bad keyword arguments {args.env_kwargs!r} for {args.env_id!r}: {one_line(e)}") from None

@@ -150,13 +150,15 @@ class _FireReset(gym.Wrapper):
 class _LifeEpisodes(gym.Wrapper):
     """Single-env episodic life (``episodic``) and ``info["game_over"]``. After a life loss (terminated)
     a ``reset()`` without seed or options continues the game with one step of ``reset_action``; with a
-    seed or options, or after the game ended, it resets the game."""
+    seed or options, or after the game ended, it resets the game. Not ``episodic``: as ``AtariLives``, the
+    step after a life loss plays a ``reset_action`` other than NOOP (FIRE) in place of the agent's."""
 
     def __init__(self, env: gym.Env, *, episodic: bool, reset_action: int):
         super().__init__(env)
         self.episodic, self.reset_action = episodic, reset_action
         self._lives = 0
         self._continue = False  # the last step lost a life and the game goes on
+        self._serve = False  # not episodic: the next step plays reset_action (FIRE) after a life loss
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         if self._continue and seed is None and options is None:
@@ -167,18 +169,23 @@ class _LifeEpisodes(gym.Wrapper):
                 info["game_over"] = False
                 return obs, info
             # the game ended (its frame limit) inside the restart step: start a new one
-        self._continue = False
+        self._continue = self._serve = False
         obs, info = self.env.reset(seed=seed, options=options)
         self._lives = int(info["lives"])
         info["game_over"] = False
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        if self._serve:
+            action, self._serve = self.reset_action, False
         obs, reward, term, trunc, info = self.env.step(action)
         lives = int(info["lives"])
         game_over = bool(term or trunc)
-        if self.episodic and not game_over and lives < self._lives:
-            term, self._continue = True, True
+        if not game_over and 0 < lives < self._lives:
+            if self.episodic:
+                term, self._continue = True, True
+            else:
+                self._serve = bool(self.reset_action)
         self._lives = lives
         info["game_over"] = game_over
         return obs, reward, term, trunc, info
@@ -212,7 +219,9 @@ class AtariLives(VectorWrapper):
 
     ``episodic``: a life loss (lives fall, the game not over) is ``terminated=True``; the next step is a
     reset step that plays ``reset_action`` instead of the agent's, reports reward 0 and zeroes the stacked
-    frames from before it, so its observation is a fresh start ([0, 0, 0, frame]) while the game goes on."""
+    frames from before it, so its observation is a fresh start ([0, 0, 0, frame]) while the game goes on.
+    Not ``episodic`` (evaluation): a life loss ends nothing, but a ``reset_action`` other than NOOP (FIRE) is
+    still played on the next step, so a policy trained never to serve is evaluated the same way."""
 
     def __init__(self, env: gym.vector.VectorEnv, *, episodic: bool, reset_action: int):
         super().__init__(env)
@@ -246,8 +255,11 @@ class AtariLives(VectorWrapper):
         term, trunc = np.array(term, dtype=bool), np.array(trunc, dtype=bool)
         game_over = term | trunc
         lives = np.asarray(info["lives"], np.int64)
-        if self.episodic:
-            lost = (lives < self._lives) & ~game_over & ~restart & ~self._ended
+        # as SB3's EpisodicLifeEnv, only while lives remain: some games show 0 a few frames before game over
+        lost = (lives < self._lives) & (lives > 0) & ~game_over & ~restart & ~self._ended
+        if not self.episodic:  # the game goes on; FIRE serves the next ball, as in training
+            self._restart = lost if self.reset_action else np.zeros_like(lost)
+        else:
             reward[restart] = 0.0
             term |= lost
             self._frames = np.where(restart, 1, np.minimum(self._frames + 1, STACK))
@@ -271,7 +283,9 @@ class AtariLives(VectorWrapper):
 
 def _threads(num_envs: int, num_threads: int | None) -> int:
     if num_threads is not None:
-        return max(1, int(num_threads))
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+            raise EnvError(f"num_threads={num_threads!r} is not allowed: a whole number of at least 1")
+        return num_threads
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(num_envs, cpus))
 

@@ -31,17 +31,28 @@ def cnn_encoder(kind: str, obs_shape: tuple[int, ...]) -> tuple[nn.Sequential, i
     """The convolutional body of ``kind`` for images of ``obs_shape`` (C, H, W), ending in its fully
     connected layer; and that layer's width. ConvNets need at least the kernel's size at every layer:
     a ValueError names the smallest image that fits."""
+    too_small = cnn_too_small(kind, obs_shape)
+    if too_small:
+        raise ValueError(too_small)
     convs, width = CNN_LAYERS[kind]
     channels, h, w = (int(x) for x in obs_shape)
     layers: list[nn.Module] = []
     for out, kernel, stride in convs:
-        if h < kernel or w < kernel:
-            raise ValueError(f"images of shape {tuple(obs_shape)} are too small for the {kind!r} CNN (a {kernel}x"
-                             f"{kernel} convolution meets {h}x{w}); use images of at least 36x36, or encoder='mlp'")
         layers += [nn.Conv2d(channels, out, kernel, stride), nn.ReLU()]
         channels, h, w = out, (h - kernel) // stride + 1, (w - kernel) // stride + 1
     layers += [nn.Flatten(), nn.Linear(channels * h * w, width), nn.ReLU()]
     return nn.Sequential(*layers), width
+
+
+def cnn_too_small(kind: str, obs_shape: tuple[int, ...]) -> str:
+    """Why images of ``obs_shape`` (C, H, W) are too small for the ``kind`` CNN ('' when they fit)."""
+    _, h, w = (int(x) for x in obs_shape)
+    for _, kernel, stride in CNN_LAYERS[kind][0]:
+        if h < kernel or w < kernel:
+            return (f"images of shape {tuple(obs_shape)} are too small for the {kind!r} CNN (a {kernel}x{kernel} "
+                    f"convolution meets {h}x{w}); use images of at least 36x36, or encoder='mlp'")
+        h, w = (h - kernel) // stride + 1, (w - kernel) // stride + 1
+    return ""
 
 
 def _orthogonal(module: nn.Module, gain: float) -> None:

@@ -415,17 +415,24 @@ def _check_novelty_counts(counts: object) -> None:
 
 
 def check_matches(payload: dict, env: str, obs_dim: int, n_actions: int, config: Config,
-                  encoder: str = "mlp") -> None:
+                  encoder: str = "mlp", obs_shape: tuple[int, ...] = ()) -> None:
     """Refuse a checkpoint made for another environment or network shape, naming both; ``encoder``: this
-    run's, resolved ('auto' made concrete)."""
+    run's, resolved ('auto' made concrete); a CNN's images are compared by ``obs_shape`` (C, H, W), and
+    ``hidden``, which a CNN does not use, is not compared."""
     net = payload["network"]
     mine = {"env": env, "obs_dim": obs_dim, "n_actions": n_actions, "hidden": list(config.hidden),
             "core": config.recurrent, "core_size": config.core_size if config.recurrent else 0,
             "running_norm": config.running_obs_norm, "encoder": encoder}
+    if encoder != "mlp":
+        del mine["hidden"]
+        mine["obs_shape"] = [int(x) for x in obs_shape]
     # what checkpoints without these entries hold
-    older = {"core": "", "core_size": 0, "running_norm": False, "encoder": "mlp"}
+    older = {"core": "", "core_size": 0, "running_norm": False, "encoder": "mlp", "obs_shape": []}
     theirs = {k: net.get(k, older.get(k)) for k in mine}
-    theirs["hidden"] = list(theirs["hidden"] or [])
+    if "hidden" in mine:
+        theirs["hidden"] = list(theirs["hidden"] or [])
+    if "obs_shape" in mine:
+        theirs["obs_shape"] = [int(x) for x in theirs["obs_shape"] or []]
     diff = [k for k in mine if mine[k] != theirs[k]]
     if diff:
         detail = "; ".join(f"{k}: checkpoint {theirs[k]!r}, this run {mine[k]!r}" for k in diff)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import logging
 import pickle
 import sys
 import time
@@ -107,13 +108,16 @@ class LearnerWorker(Protocol):
 
 #: Observations of a batch at least this big cross to the worker through shared memory, not the pipe.
 SHARED_FRAMES_MIN_BYTES = 1 << 20
+#: Replies carry the weights through a shared-memory slot when a network's state is at least this big.
+SHARED_WEIGHTS_MIN_BYTES = 1 << 20
 
 
 @dataclasses.dataclass
 class TransportStats:
     """What crossing to the learner process cost: observation bytes sent through shared memory (and
     samples, for bytes per sample), weight bytes received in replies, and the seconds this process spent
-    copying observations into slots and reading replies (the share of time spent in transport)."""
+    copying observations into slots and reading replies, weights included (the share of time spent in
+    transport)."""
 
     frame_bytes: int = 0
     frame_samples: int = 0
@@ -121,14 +125,16 @@ class TransportStats:
     inline_batches: int = 0  # big batches that went through the pipe (no slot was free)
     weight_bytes: int = 0
     weight_replies: int = 0
+    pipe_weight_replies: int = 0  # of those, replies whose weights were pickled through the pipe
     reply_seconds: float = 0.0
 
 
 class ProcessLearner:
-    """The learner in a worker process; requests are answered in order. A segment batch's observations of
-    at least ``SHARED_FRAMES_MIN_BYTES`` (images) go through a ring of shared-memory slots this process owns:
-    the request carries the slot's handle, the worker reads the batch in place, and the slot is free again
-    once the reply arrives."""
+    """The learner in a worker process; requests are answered in order. Big arrays go through rings of
+    shared-memory slots this process owns: a segment batch's observations of at least
+    ``SHARED_FRAMES_MIN_BYTES`` (images), which the worker reads in place, and the weights of a network of at
+    least ``SHARED_WEIGHTS_MIN_BYTES`` (a CNN), which the worker writes into a slot the request names. The
+    pipe carries the slots' handles; a slot is free again once its reply has been read."""
 
     def __init__(self, spec: LearnerSpec):
         self._spec = spec
@@ -138,6 +144,11 @@ class ProcessLearner:
         self._dead: LearnerDied | None = None
         self.pid: int | None = None
         self._frames: shm.SlotRing | None = None
+        self._weights: shm.SlotRing | None = None
+        self._shm_failed = False  # no segment could be made (e.g. /dev/shm full): everything goes by pipe
+        # room for the acting copy's weights in a reply: the whole initial state, each array aligned
+        self._weight_bytes = sum(-(-t.numel() * t.element_size() // shm.ALIGN) * shm.ALIGN
+                                 for t in spec.weights.values())
         self._slots = int(spec.config.get("optimizers", 2)) + 1  # one per request in flight, and one spare
         self.transport = TransportStats()
 
@@ -164,33 +175,83 @@ class ProcessLearner:
         """Epochs of minibatch steps on a batch of segments; their stats and the new weights."""
         return await self._request("learn", (batch, lr_factor))
 
-    async def _learn_through_slot(self, batch: Segment, lr_factor: float):
-        """``learn`` with the observations in a shared-memory slot (copied there off the loop); the pipe
-        carries everything else. With no slot free, the batch goes through the pipe whole."""
-        obs = batch.obs
-        ring = self._frames = (shm.SlotRing(self._slots, obs.nbytes) if self._frames is None
-                               else shm.ensure_ring(self._frames, obs.nbytes))
-        slot = ring.claim()
-        if slot is None:
-            self.transport.inline_batches += 1
-            return await self._send("learn", (batch, lr_factor))
+    async def _through_slots(self, op: str, batch: SampleBatch | Segment, lr_factor: float, frames: bool):
+        """``step``/``learn`` with the big arrays in shared-memory slots: the batch's observations (when
+        ``frames``; copied there off the loop) and the reply's weights (written there by the worker, copied out
+        off the loop). The pipe carries the rest, and any array that found no free slot."""
+        claimed: list[tuple[shm.SlotRing, int]] = []
         abandoned = False
         try:
-            ref = shm.SlotRef(ring.name, slot, slot * ring.slot_bytes, tuple(obs.shape), obs.dtype.str)
-            start = time.perf_counter()
-            await asyncio.to_thread(np.copyto, ring.view(ref), obs)  # tens of MB: a copy that releases the GIL
-            stats = self.transport
-            stats.frame_seconds += time.perf_counter() - start
-            stats.frame_bytes += obs.nbytes
-            stats.frame_samples += len(batch)
-            light = dataclasses.replace(batch, obs=np.empty((0,), obs.dtype))
-            return await self._send("learn", (light, lr_factor, ref))
+            frames_ref = await self._frames_to_slot(batch, claimed) if frames else None
+            if frames_ref is not None:
+                batch = dataclasses.replace(batch, obs=np.empty((0,), batch.obs.dtype))
+            weights_ref = self._weights_slot(claimed)
+            stats, weights = await self._send(op, (batch, lr_factor, frames_ref, weights_ref))
+            if isinstance(weights, shm.Packed):
+                weights = await self._weights_from_slot(weights)
+            return stats, weights
         except asyncio.CancelledError:
-            abandoned = True  # the worker may still be reading it: the slot stays claimed until the ring closes
+            abandoned = True  # the worker may still be using them: the slots stay claimed until the rings close
             raise
         finally:
             if not abandoned:
-                ring.release(slot)
+                for ring, slot in claimed:
+                    ring.release(slot)
+
+    async def _frames_to_slot(self, batch, claimed: list) -> shm.SlotRef | None:
+        obs = batch.obs
+        try:
+            ring = self._frames = (shm.SlotRing(self._slots, obs.nbytes) if self._frames is None
+                                   else shm.ensure_ring(self._frames, obs.nbytes))
+        except OSError as e:
+            self._without_shared_memory(e)
+            self.transport.inline_batches += 1
+            return None
+        slot = ring.claim()
+        if slot is None:
+            self.transport.inline_batches += 1
+            return None
+        claimed.append((ring, slot))
+        ref = shm.SlotRef(ring.name, slot, slot * ring.slot_bytes, tuple(obs.shape), obs.dtype.str)
+        start = time.perf_counter()
+        await asyncio.to_thread(np.copyto, ring.view(ref), obs)  # tens of MB: a copy that releases the GIL
+        stats = self.transport
+        stats.frame_seconds += time.perf_counter() - start
+        stats.frame_bytes += obs.nbytes
+        stats.frame_samples += len(batch)
+        return ref
+
+    def _weights_slot(self, claimed: list) -> shm.SlotRef | None:
+        if self._weight_bytes < SHARED_WEIGHTS_MIN_BYTES:
+            return None
+        if self._weights is None:
+            try:
+                self._weights = shm.SlotRing(self._slots, self._weight_bytes)
+            except OSError as e:
+                self._without_shared_memory(e)
+                return None
+        slot = self._weights.claim()
+        if slot is None:
+            return None
+        claimed.append((self._weights, slot))
+        return shm.flat_ref(self._weights.name, slot, self._weights.slot_bytes)
+
+    def _without_shared_memory(self, error: OSError) -> None:
+        if not self._shm_failed:
+            self._shm_failed = True
+            logging.getLogger("asynca3c").warning(
+                "no shared-memory segment could be made (%s); frames and weights go through the learner's pipe, "
+                "which is slower (on Docker, raise --shm-size)", error)
+
+    async def _weights_from_slot(self, packed: shm.Packed) -> list[np.ndarray]:
+        assert self._weights is not None  # the slot was claimed from it
+        start = time.perf_counter()
+        weights = await asyncio.to_thread(shm.unpack_copy, self._weights.view(packed.ref), packed)
+        stats = self.transport
+        stats.reply_seconds += time.perf_counter() - start
+        stats.weight_bytes += packed.nbytes
+        stats.weight_replies += 1
+        return weights
 
     async def state(self) -> dict:
         """Model and optimizer state (CPU tensors) and the version."""
@@ -200,23 +261,31 @@ class ProcessLearner:
         await self._request("load", state)
 
     async def _request(self, op: str, arg):
-        if op == "learn" and arg[0].obs.nbytes >= SHARED_FRAMES_MIN_BYTES and shm.AVAILABLE:
-            return await self._learn_through_slot(*arg)
+        if op in ("step", "learn") and shm.AVAILABLE and not self._shm_failed:
+            frames = op == "learn" and arg[0].obs.nbytes >= SHARED_FRAMES_MIN_BYTES
+            if frames or self._weight_bytes >= SHARED_WEIGHTS_MIN_BYTES:
+                self._check_open()  # before any ring is made: a closed learner must not create segments
+                batch, lr_factor = arg
+                return await self._through_slots(op, batch, lr_factor, frames)
         return await self._send(op, arg)
 
-    async def _send(self, op: str, arg):
+    def _check_open(self) -> asyncio.subprocess.Process:
         if self._dead is not None:
             raise LearnerDied(self._dead.how)
         if self._proc is None:
             raise LearnerError("the learner is closed")
+        return self._proc
+
+    async def _send(self, op: str, arg):
+        proc = self._check_open()
         frame = encode_frame((op, arg))  # before the reply slot: a request that cannot be pickled takes none
         fut = asyncio.get_running_loop().create_future()
         self._pending.append(fut)
         # Started with a stdin pipe; closed only after the run's last request.
-        assert self._proc.stdin is not None
+        assert proc.stdin is not None
         try:
-            self._proc.stdin.write(frame)
-            await self._proc.stdin.drain()
+            proc.stdin.write(frame)
+            await proc.stdin.drain()
         except (ConnectionError, RuntimeError):  # the pipe broke: the reader task reports how it died
             pass
         return await fut
@@ -238,6 +307,7 @@ class ProcessLearner:
                         isinstance(reply[1][1], list):  # a step's (stats, weights)
                     stats.weight_bytes += size
                     stats.weight_replies += 1
+                    stats.pipe_weight_replies += 1
                 fut = self._pending.popleft()
                 if fut.done():  # its caller was cancelled; the reply is dropped
                     continue
@@ -263,9 +333,10 @@ class ProcessLearner:
         try:
             await close_worker(proc, encode_frame(("close", None)), 5.0)
         finally:
-            if self._frames is not None:
-                self._frames.close()
-                self._frames = None
+            for ring in (self._frames, self._weights):
+                if ring is not None:
+                    ring.close()
+            self._frames = self._weights = None
             if self._reader is not None:
                 self._reader.cancel()
                 try:

@@ -32,15 +32,18 @@ def answer(learner: Learner | None, op: str, arg) -> tuple[Learner | None, objec
     if learner is None:
         raise RuntimeError(f"learner request {op!r} before 'init'")
     if op in ("step", "learn"):
-        batch, lr_factor, *frames = arg  # frames: a SlotRef to the observations, sent through shared memory
-        if frames:
-            batch = dataclasses.replace(batch, obs=shm.view(frames[0]))  # read in place, done before the reply
+        # Through shared memory (ProcessLearner): a SlotRef to the observations, read in place before the
+        # reply, and a flat slot that the weights are written into; either may be None.
+        batch, lr_factor, frames, weights_slot = (*arg, None, None)[:4]
+        if frames is not None:
+            batch = dataclasses.replace(batch, obs=shm.view(frames))
         stats, weights = (learner.step if op == "step" else learner.learn)(batch, lr_factor)
         learner.unshipped += 1
         if learner.unshipped < learner.config.weights_every:
             return learner, (stats, None)  # the acting copy waits for a later update's weights
         learner.unshipped = 0
-        return learner, (stats, [w.numpy() for w in weights])
+        arrays = [w.numpy() for w in weights]
+        return learner, (stats, arrays if weights_slot is None else shm.pack_into(weights_slot, arrays))
     if op == "state":
         return learner, learner.state()
     if op == "load":

@@ -8,7 +8,7 @@ the observations of all agents that are ready and runs one forward for them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -31,14 +31,15 @@ class Predictor:
                  offload: bool | None = None):
         """``offload``: run forward passes off the loop (default: for a CNN)."""
         self.offload = getattr(model, "encoder", "mlp") != "mlp" if offload is None else offload
-        self._computing = False
-        self._deferred: tuple[Sequence[torch.Tensor | np.ndarray], int] | None = None
+        self._computing = False  # a forward pass is reading the weights in a thread
+        self._deferred: tuple[int, Callable[[], None]] | None = None  # the newest weights, adopted after it
         self.model = model.eval()
         self.actions = actions
         self.version = 0
         # (observation rows, future, epsilon, recurrent state rows or None): epsilon None asks for
         # probabilities, a number for one action
         self._pending: list[tuple[np.ndarray, asyncio.Future, float | None, np.ndarray | None]] = []
+        self._inflight: list[tuple[np.ndarray, asyncio.Future, float | None, np.ndarray | None]] = []
         self.recurrent = model.state_size > 0
         self.rng = np.random.default_rng(seed)
         self._wake = asyncio.Event()
@@ -59,7 +60,7 @@ class Predictor:
     def fail(self, exc: BaseException) -> None:
         """Answer every waiting and every later request with ``exc`` (the run ended or broke)."""
         self._failed = exc
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._inflight + self._pending, []
         for _, fut, _, _ in pending:
             if not fut.done():
                 fut.set_exception(exc)
@@ -70,8 +71,8 @@ class Predictor:
         if weights is None or version <= self.version:
             return
         if self._computing:  # a forward pass is reading the weights in a thread: adopt these after it
-            if self._deferred is None or version > self._deferred[1]:
-                self._deferred = (weights, version)
+            if self._deferred is None or version > self._deferred[0]:
+                self._deferred = (version, lambda: self.set_weights(weights, version))
             return
         tensors = [torch.as_tensor(w) for w in weights]
         with torch.no_grad():
@@ -84,6 +85,10 @@ class Predictor:
         """Adopt the learner's whole network state (``Learner.state()['model']``) as policy ``version``: the
         newest weights when replies skip them (``weights_every``)."""
         if version < self.version:
+            return
+        if self._computing:  # as in set_weights: never under a forward pass
+            if self._deferred is None or version >= self._deferred[0]:
+                self._deferred = (version, lambda: self.adopt_state(model_state, version))
             return
         self._deferred = None
         self.model.load_state_dict(model_state)
@@ -134,21 +139,29 @@ class Predictor:
                 batch, self._pending = self._pending, []
                 batch = [r for r in batch if not r[1].done()]
                 if self.offload and batch:
-                    self._computing = True
+                    self._computing, self._inflight = True, batch
+                    forward = asyncio.ensure_future(asyncio.to_thread(self._compute, batch))
                     try:
-                        computed = await asyncio.to_thread(self._compute, batch)
-                        self._computing = False
-                        self._answer(batch, computed)  # tagged with the version the pass used
-                    finally:
-                        self._computing = False
-                        deferred, self._deferred = self._deferred, None
-                        if deferred is not None:
-                            self.set_weights(*deferred)
+                        computed = await asyncio.shield(forward)
+                    except asyncio.CancelledError:  # the thread still reads the weights: swap them after it
+                        forward.add_done_callback(lambda _: self._end_pass())
+                        raise
+                    self._inflight = []
+                    self._answer(batch, computed)  # tagged with the version the pass used
+                    self._end_pass()
                 else:
                     self._answer(batch)
         finally:
-            for _, fut, _, _ in self._pending:
+            for _, fut, _, _ in self._inflight + self._pending:
                 fut.cancel()
+            self._inflight = []
+
+    def _end_pass(self) -> None:
+        """A forward pass in a thread ended: adopt the weights that arrived meanwhile."""
+        self._computing = False
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            deferred[1]()
 
     def _compute(self, batch: list[tuple[np.ndarray, asyncio.Future, float | None, np.ndarray | None]]
                  ) -> tuple[np.ndarray, np.ndarray | None] | BaseException:

@@ -31,7 +31,7 @@ from asynca3c.core.actions import for_spec as actions_for
 from asynca3c.core.envs import EnvSpec, ObsEncoder
 from asynca3c.core.evaluation import EvalResult
 from asynca3c.core.messages import MetricsRow
-from asynca3c.core.model import ActorCritic, describe_network
+from asynca3c.core.model import ActorCritic, cnn_too_small, describe_network
 from asynca3c.core.rewards import NoveltyBonus, TrainingReward
 from asynca3c.errors import Asynca3cError, ConfigError, LearnerError
 from asynca3c.outputs import checkpoint
@@ -126,10 +126,12 @@ SAVE_TIMEOUT = 60.0
 
 def encoder_for(cfg: Config, spec: EnvSpec) -> str:
     """The encoder ``cfg.encoder`` asks for, resolved against the observations: 'auto' is the Nature CNN for
-    images and the MLP otherwise; a CNN over observations that are not images, or settings a CNN does not
-    use, are refused naming both."""
+    images it fits and the MLP otherwise (a small uint8 grid); a CNN over observations that are not images, or
+    settings a CNN does not use, are refused naming both."""
     image = spec.obs_kind == "image"
-    encoder = cfg.encoder if cfg.encoder != "auto" else ("nature" if image else "mlp")
+    encoder = cfg.encoder
+    if encoder == "auto":
+        encoder = "nature" if image and not cnn_too_small("nature", spec.obs_shape) else "mlp"
     if encoder != "mlp" and not image:
         raise ConfigError(f"encoder={cfg.encoder!r} is not allowed for {spec.env_id!r}: a CNN needs image "
                           f"observations (a uint8 Box of shape (H, W), (H, W, C) or (C, H, W)), and it has "
@@ -144,6 +146,8 @@ def new_network(cfg: Config, spec: EnvSpec, continuous: bool) -> ActorCritic:
     """The run's network before training: its encoder, core and heads for ``spec``'s spaces."""
     encoder = encoder_for(cfg, spec)
     bounds = (spec.obs_low, spec.obs_high) if cfg.normalize_obs and spec.obs_low else None
+    if cfg.normalize_obs and spec.obs_kind == "image":  # uint8 pixels under an MLP: their range is 0-255
+        bounds = ((0.0,) * spec.obs_dim, (255.0,) * spec.obs_dim)
     try:
         return ActorCritic(spec.obs_dim, spec.n_actions, cfg.hidden, continuous, bounds, core=cfg.recurrent,
                            core_size=cfg.core_size, running_norm=cfg.running_obs_norm,

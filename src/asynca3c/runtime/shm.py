@@ -73,6 +73,52 @@ class SlotRef:
 
 
 @dataclass(frozen=True)
+class Packed:
+    """Several arrays written back to back into one slot (:func:`pack_into`), e.g. a network's weights:
+    the slot (as flat bytes) and where each array lies in it, as (byte offset, shape, dtype)."""
+
+    ref: SlotRef
+    parts: tuple[tuple[int, tuple[int, ...], str], ...]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(np.dtype(dtype).itemsize * math.prod(shape) for _, shape, dtype in self.parts)
+
+
+def flat_ref(name: str, slot: int, slot_bytes: int) -> SlotRef:
+    """A handle to a whole slot as flat bytes: where :func:`pack_into` writes several arrays."""
+    return SlotRef(name, slot, slot * slot_bytes, (slot_bytes,), "|u1")
+
+
+def pack_into(ref: SlotRef, arrays: Iterable[np.ndarray]) -> Packed:
+    """Writer side: copies ``arrays`` one after another (each aligned to ALIGN) into the flat slot ``ref``
+    of another process's segment; the reply carries the returned :class:`Packed` instead of the arrays.
+    Raises ValueError, naming the sizes, when they do not fit."""
+    flat = view(ref)
+    parts, at = [], 0
+    for array in arrays:
+        array = np.asarray(array)
+        array = array if array.flags.c_contiguous else array.copy(order="C")
+        _check_fits(array, flat.nbytes - at, ref.name)
+        np.copyto(flat[at:at + array.nbytes].view(array.dtype).reshape(array.shape), array, casting="no")
+        parts.append((at, tuple(int(n) for n in array.shape), array.dtype.str))
+        at = -(-(at + array.nbytes) // ALIGN) * ALIGN
+    return Packed(ref, tuple(parts))
+
+
+def unpack_copy(flat: np.ndarray, packed: Packed) -> list[np.ndarray]:
+    """Owner side: copies of the arrays ``packed`` describes, out of ``flat`` (its slot, as
+    ``SlotRing.view(packed.ref)`` gives it); the slot can be released as soon as this returns."""
+    out = []
+    for at, shape, dtype in packed.parts:
+        size = np.dtype(dtype).itemsize * math.prod(shape)
+        if at < 0 or at + size > flat.nbytes:
+            raise ValueError(f"a packed array at byte {at} of {size} bytes reaches past its {flat.nbytes}-byte slot")
+        out.append(flat[at:at + size].view(dtype).reshape(shape).copy())
+    return out
+
+
+@dataclass(frozen=True)
 class WriterGrant:
     """What a writer process needs (picklable): the segment, its slot size, and the slots it owns."""
 
@@ -422,6 +468,8 @@ def _create(size: int) -> tuple[str, mmap.mmap]:
     resource_tracker.register("/" + name, "shared_memory")
     try:
         os.ftruncate(fd, size)
+        if hasattr(os, "posix_fallocate"):  # reserve the pages now: a full /dev/shm raises OSError here
+            os.posix_fallocate(fd, 0, size)  # instead of a SIGBUS at the first write into a sparse page
         mm = mmap.mmap(fd, size)
     except BaseException:
         _unlink(name, os.getpid())

@@ -205,7 +205,7 @@ class Trainer:
             spec, cfg = self.source.spec, self.config
             assert spec is not None  # only called once the source is described
             checkpoint.check_matches(self._resume, cfg.env, spec.obs_dim, spec.n_actions, cfg,
-                                     encoder_for(cfg, spec))
+                                     encoder_for(cfg, spec), spec.obs_shape)
 
     def request_stop(self, reason: str = "requested") -> None:
         """Ask the run to end: agents stop, the queue drains, the last update lands."""
@@ -367,10 +367,12 @@ class Trainer:
             return self._run.encode(np.array([obs]))
         if spec.obs_kind == "image":
             frames = np.asarray(obs)
-            if frames.dtype != np.uint8 or frames.size != spec.obs_dim:
+            c, h, w = spec.obs_shape
+            shapes = [(h, w, c)] if spec.channels_last else [(c, h, w)] + ([(h, w)] if c == 1 else [])
+            if frames.dtype != np.uint8 or frames.shape not in shapes:
                 raise ValueError(f"observation of shape {frames.shape} and dtype {frames.dtype} is not allowed: "
-                                 f"{spec.env_id} expects a uint8 image of {spec.obs_dim} values (C, H, W = "
-                                 f"{spec.obs_shape}{', given channels last' if spec.channels_last else ''})")
+                                 f"{spec.env_id} expects a uint8 image of shape "
+                                 f"{' or '.join(map(str, shapes))}, as the environment gives it")
             assert self._run is not None  # checked by act()
             return self._run.encode(frames[None])
         arr = np.asarray(obs, dtype=np.float32)
