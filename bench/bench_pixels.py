@@ -1,7 +1,8 @@
 """Pixels (issue 15): Atari throughput and learning curves against SB3 A2C with rl-zoo's Atari settings.
 
     python bench/bench_pixels.py throughput [--env ALE/Pong-v5] [--seconds 60] [--repeats 2]
-    python bench/bench_pixels.py curve --system asynca3c|sb3-a2c [--seed 0] [--seconds 1800]
+    python bench/bench_pixels.py curve --system asynca3c|sb3-a2c [--seed 0] [--seconds 1800] [--encoder nature|a3c]
+                                      [--label NAME] [--set FIELD=JSON ...]
     python bench/bench_pixels.py plot
 
 ``throughput`` trains each system for ``--seconds`` per repeat, alternating the
@@ -76,9 +77,33 @@ def run_asynca3c(env_id: str, seconds: float, seed: int, on_row=None, **override
     return out
 
 
-def run_a2c(env_id: str, seconds: float, seed: int, on_row=None) -> dict:
+def a3c_paper_extractor():
+    """SB3's features extractor for the A3C paper's CNN, as asynca3c's ``a3c`` encoder builds it (16 8x8/4,
+    32 4x4/2, 256 features), so both systems can be compared on the same small network."""
+    import torch
+    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+    from torch import nn
+
+    class A3CPaperCNN(BaseFeaturesExtractor):
+        def __init__(self, observation_space, features_dim: int = 256):
+            super().__init__(observation_space, features_dim)
+            channels = observation_space.shape[0]
+            self.cnn = nn.Sequential(nn.Conv2d(channels, 16, 8, 4), nn.ReLU(), nn.Conv2d(16, 32, 4, 2), nn.ReLU(),
+                                     nn.Flatten())
+            with torch.no_grad():
+                width = self.cnn(torch.as_tensor(observation_space.sample()[None]).float()).shape[1]
+            self.linear = nn.Sequential(nn.Linear(width, features_dim), nn.ReLU())
+
+        def forward(self, observations):
+            return self.linear(self.cnn(observations))
+
+    return A3CPaperCNN
+
+
+def run_a2c(env_id: str, seconds: float, seed: int, on_row=None, encoder: str = "nature") -> dict:
     """SB3 A2C with rl-zoo's Atari settings on the same game (ALE v5 with frameskip 1 and no sticky actions
-    underneath, as NoFrameskip-v4); returns are the Monitor's whole games, the clock starts with ``learn``."""
+    underneath, as NoFrameskip-v4); returns are the Monitor's whole games, the clock starts with ``learn``.
+    ``encoder``: 'nature' (CnnPolicy's own NatureCNN) or 'a3c' (the A3C paper's CNN)."""
     import ale_py
     import gymnasium as gym
     from stable_baselines3 import A2C
@@ -90,9 +115,11 @@ def run_a2c(env_id: str, seconds: float, seed: int, on_row=None) -> dict:
     gym.register_envs(ale_py)
     env = VecFrameStack(make_atari_env(env_id, n_envs=A2C_ZOO["n_envs"], seed=seed,
                                        env_kwargs={"frameskip": 1, "repeat_action_probability": 0.0}), 4)
+    policy_kwargs: dict = {"optimizer_class": RMSpropTFLike, "optimizer_kwargs": {"eps": 1e-5}}
+    if encoder == "a3c":
+        policy_kwargs["features_extractor_class"] = a3c_paper_extractor()
     model = A2C("CnnPolicy", env, seed=seed, device="cpu", verbose=0, ent_coef=A2C_ZOO["ent_coef"],
-                vf_coef=A2C_ZOO["vf_coef"], policy_kwargs={"optimizer_class": RMSpropTFLike,
-                                                           "optimizer_kwargs": {"eps": 1e-5}})
+                vf_coef=A2C_ZOO["vf_coef"], policy_kwargs=policy_kwargs)
     games: deque[float] = deque(maxlen=WINDOW)
     clock = {"t0": 0.0, "next": 10.0}
 
@@ -113,7 +140,8 @@ def run_a2c(env_id: str, seconds: float, seed: int, on_row=None) -> dict:
     model.learn(total_timesteps=10**9, callback=Clock())
     elapsed = time.perf_counter() - clock["t0"]
     env.close()
-    return {"system": "sb3-a2c", "seconds": elapsed, "env_steps": model.num_timesteps,
+    return {"system": "sb3-a2c" if encoder == "nature" else f"sb3-a2c-{encoder}", "seconds": elapsed,
+            "env_steps": model.num_timesteps,
             "steps_per_second": model.num_timesteps / elapsed}
 
 
@@ -241,7 +269,7 @@ def curve(args) -> int:
             points.append((row["seconds"], row["env_steps"], float(np.mean(games)) if games else math.nan))
             save()
 
-        record.update(run_a2c(args.env, args.seconds, args.seed, on_row))
+        record.update(run_a2c(args.env, args.seconds, args.seed, on_row, encoder=args.encoder or "nature"))
     else:
         last = {"t": -10.0}
 
@@ -253,6 +281,8 @@ def curve(args) -> int:
 
         overrides = {name: json.loads(value) for name, _, value in (s.partition("=") for s in args.set)}
         overrides["solve_window"] = WINDOW
+        if args.encoder:
+            overrides["encoder"] = args.encoder
         record.update(run_asynca3c(args.env, args.seconds, args.seed, on_row, **overrides))
     save()
     print(f"{args.system} seed {args.seed}: {record['env_steps']:,} steps in {record['seconds']:.0f} s; "
@@ -306,6 +336,8 @@ def main(argv=None) -> int:
             s.add_argument("--seed", type=int, default=0)
             s.add_argument("--label", default="", help="names the result file (settings tried beside the table's)")
             s.add_argument("--seconds", type=float, default=1800.0)
+            s.add_argument("--encoder", choices=["nature", "a3c"], default=None,
+                           help="the CNN (default: asynca3c's table's, SB3's NatureCNN)")
             s.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
     args = p.parse_args(argv)
     return {"throughput": throughput, "curve": curve, "plot": plot}[args.mode](args)

@@ -22,15 +22,15 @@ def pong_run(tmp_path_factory):
 def test_pong_trains_for_twenty_seconds_from_uint8_frames(pong_run):
     _, result = pong_run
     assert result.env_steps >= 1_000 and result.updates >= 5, result
-    assert result.config["encoder"] == "auto" and result.config["reward_clip"] == 1.0
+    assert result.config["encoder"] == "a3c" and result.config["reward_clip"] == 1.0  # the shipped table
     assert result.stop_reason == "seconds" and result.env_faults == 0
 
 
-def test_the_pong_run_directory_rebuilds_the_nature_cnn(pong_run, run_cli):
+def test_the_pong_run_directory_rebuilds_the_tables_cnn(pong_run, run_cli):
     from asynca3c.outputs import checkpoint
     run_dir, _ = pong_run
     model, env_id, _ = checkpoint.load_policy(run_dir)
-    assert (env_id, model.encoder, model.obs_shape, model.n_actions) == ("ALE/Pong-v5", "nature", (4, 84, 84), 6)
+    assert (env_id, model.encoder, model.obs_shape, model.n_actions) == ("ALE/Pong-v5", "a3c", (4, 84, 84), 6)
     assert json.loads((run_dir / "config.json").read_text())["segment_length"] == 5
     done = run_cli("eval", str(run_dir), "--episodes", "1", "--max-steps", "300")
     assert done.returncode == 0, done.stderr

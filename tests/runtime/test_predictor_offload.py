@@ -100,9 +100,14 @@ def test_weights_that_arrive_during_a_pass_are_adopted_only_after_it(how, cancel
                     break
                 await asyncio.sleep(0.01)
         else:
+            settled = asyncio.create_task(predictor.settle())
+            await asyncio.sleep(0.05)
+            assert not settled.done()  # the weights still wait for the pass
             release.set()
             _, version = await asyncio.wait_for(caller, 5)
             assert version == 0  # answered with the weights the pass used
+            await asyncio.wait_for(settled, 5)
+            assert predictor.version == 5
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         assert seen == {"changed_under_the_pass": False}

@@ -91,8 +91,9 @@ def test_ray_needs_shards():
 
 def test_the_learner_as_a_ray_actor_trains_and_is_restarted_when_killed(local_ray):
     async def main_():
+        # weights_every 2: every other reply from the actor carries no weights
         cfg = Config(shards=2, ray=True, ray_cpus_per_shard=0.5, learner="ray", seconds=0, final_eval_episodes=0,
-                     log_interval=0.5)
+                     log_interval=0.5, weights_every=2)
         async with Trainer(cfg) as trainer:
             assert type(trainer.learner._worker).__name__ == "RayLearnerWorker"
             assert await until(lambda: trainer.snapshot()["updates"] > 10)

@@ -144,8 +144,10 @@ print(pickle.dumps(shm.pack_into(arg, arrays)).hex())
 def test_arrays_that_do_not_fit_a_slot_are_refused_by_the_packer():
     with shm.SlotRing(1, 1000) as ring:
         ref = shm.flat_ref(ring.name, 0, ring.slot_bytes)
-        with pytest.raises(ValueError, match="does not fit"):
-            shm.pack_into(ref, [np.zeros(100, np.float32), np.zeros(200, np.float32)])  # 400 + 800 bytes
+        with pytest.raises(ValueError, match="do not fit the 1024-byte slot 0 .*448 bytes are used"):
+            shm.pack_into(ref, [np.zeros(100, np.float32), np.zeros(200, np.float32)])  # 400 (+48) + 800 bytes
+        with pytest.raises(ValueError, match="array of 4000 bytes .* does not fit a 1024-byte slot"):
+            shm.pack_into(ref, [np.zeros(1000, np.float32)])
         shm.detach_all()
 
 

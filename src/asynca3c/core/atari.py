@@ -283,9 +283,7 @@ class AtariLives(VectorWrapper):
 
 def _threads(num_envs: int, num_threads: int | None) -> int:
     if num_threads is not None:
-        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-            raise EnvError(f"num_threads={num_threads!r} is not allowed: a whole number of at least 1")
-        return num_threads
+        return int(num_threads)  # checked by make_atari_vector
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(num_envs, cpus))
 
@@ -315,6 +313,9 @@ def make_atari_vector(env_id: str, num_envs: int, *, training: bool, backend: st
         raise EnvError(f"backend={backend!r} is not allowed: one of {', '.join(BACKENDS)}")
     if num_envs < 1:
         raise EnvError(f"num_envs={num_envs} is not allowed: at least 1")
+    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer))
+                                    or num_threads < 1):
+        raise EnvError(f"num_threads={num_threads!r} is not allowed: a whole number of at least 1")
     vector_class = _ale_vector_class()
     if backend == "ale" and vector_class is None:
         raise EnvError("backend='ale' needs ale-py's AtariVectorEnv (ale-py >= 0.11); use backend='gymnasium'")

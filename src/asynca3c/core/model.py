@@ -49,10 +49,19 @@ def cnn_too_small(kind: str, obs_shape: tuple[int, ...]) -> str:
     _, h, w = (int(x) for x in obs_shape)
     for _, kernel, stride in CNN_LAYERS[kind][0]:
         if h < kernel or w < kernel:
+            side = smallest_side(kind)
             return (f"images of shape {tuple(obs_shape)} are too small for the {kind!r} CNN (a {kernel}x{kernel} "
-                    f"convolution meets {h}x{w}); use images of at least 36x36, or encoder='mlp'")
+                    f"convolution meets {h}x{w}); use images of at least {side}x{side}, or encoder='mlp'")
         h, w = (h - kernel) // stride + 1, (w - kernel) // stride + 1
     return ""
+
+
+def smallest_side(kind: str) -> int:
+    """The smallest image side the ``kind`` CNN takes (36 for Nature, 20 for the A3C paper's)."""
+    side = 1
+    for _, kernel, stride in reversed(CNN_LAYERS[kind][0]):
+        side = (side - 1) * stride + kernel  # the input that leaves ``side`` after this convolution
+    return side
 
 
 def _orthogonal(module: nn.Module, gain: float) -> None:

@@ -41,7 +41,7 @@ from asynca3c.core.learner import Learner, LearnerSpec
 from asynca3c.core.messages import SampleBatch, Segment, StepStats
 from asynca3c.core.model import ActorCritic
 from asynca3c.errors import Asynca3cError, LearnerError
-from asynca3c.runtime import shm
+from asynca3c.runtime import background, shm
 from asynca3c.runtime.faults import RestartWindow
 from asynca3c.runtime.wire import HEADER, close_worker, encode_frame, exit_status
 
@@ -110,6 +110,7 @@ class LearnerWorker(Protocol):
 SHARED_FRAMES_MIN_BYTES = 1 << 20
 #: Replies carry the weights through a shared-memory slot when a network's state is at least this big.
 SHARED_WEIGHTS_MIN_BYTES = 1 << 20
+_warned_shm = False  # the warning that shared memory could not be had, given once per process
 
 
 @dataclasses.dataclass
@@ -185,10 +186,12 @@ class ProcessLearner:
             frames_ref = await self._frames_to_slot(batch, claimed) if frames else None
             if frames_ref is not None:
                 batch = dataclasses.replace(batch, obs=np.empty((0,), batch.obs.dtype))
-            weights_ref = self._weights_slot(claimed)
+            self._check_open()  # again: closed during the copy, it must not make the weights ring
+            weights_ring, weights_ref = self._weights_slot(claimed)
             stats, weights = await self._send(op, (batch, lr_factor, frames_ref, weights_ref))
             if isinstance(weights, shm.Packed):
-                weights = await self._weights_from_slot(weights)
+                assert weights_ring is not None  # a Packed reply answers a request that named a slot
+                weights = await self._weights_from_slot(weights_ring, weights)
             return stats, weights
         except asyncio.CancelledError:
             abandoned = True  # the worker may still be using them: the slots stay claimed until the rings close
@@ -214,39 +217,42 @@ class ProcessLearner:
         claimed.append((ring, slot))
         ref = shm.SlotRef(ring.name, slot, slot * ring.slot_bytes, tuple(obs.shape), obs.dtype.str)
         start = time.perf_counter()
-        await asyncio.to_thread(np.copyto, ring.view(ref), obs)  # tens of MB: a copy that releases the GIL
+        await background.run(np.copyto, ring.view(ref), obs)  # tens of MB: a copy that releases the GIL
         stats = self.transport
         stats.frame_seconds += time.perf_counter() - start
         stats.frame_bytes += obs.nbytes
         stats.frame_samples += len(batch)
         return ref
 
-    def _weights_slot(self, claimed: list) -> shm.SlotRef | None:
-        if self._weight_bytes < SHARED_WEIGHTS_MIN_BYTES:
-            return None
+    def _weights_slot(self, claimed: list) -> tuple[shm.SlotRing | None, shm.SlotRef | None]:
+        """A slot for the reply's weights (claimed, added to ``claimed``) and its ring; Nones for the pipe."""
+        if self._weight_bytes < SHARED_WEIGHTS_MIN_BYTES or self._shm_failed:
+            return None, None
         if self._weights is None:
             try:
                 self._weights = shm.SlotRing(self._slots, self._weight_bytes)
             except OSError as e:
                 self._without_shared_memory(e)
-                return None
-        slot = self._weights.claim()
+                return None, None
+        ring = self._weights
+        slot = ring.claim()
         if slot is None:
-            return None
-        claimed.append((self._weights, slot))
-        return shm.flat_ref(self._weights.name, slot, self._weights.slot_bytes)
+            return None, None
+        claimed.append((ring, slot))
+        return ring, shm.flat_ref(ring.name, slot, ring.slot_bytes)
 
     def _without_shared_memory(self, error: OSError) -> None:
-        if not self._shm_failed:
-            self._shm_failed = True
+        self._shm_failed = True
+        global _warned_shm
+        if not _warned_shm:  # once per process: restarted workers would repeat it
+            _warned_shm = True
             logging.getLogger("asynca3c").warning(
                 "no shared-memory segment could be made (%s); frames and weights go through the learner's pipe, "
                 "which is slower (on Docker, raise --shm-size)", error)
 
-    async def _weights_from_slot(self, packed: shm.Packed) -> list[np.ndarray]:
-        assert self._weights is not None  # the slot was claimed from it
+    async def _weights_from_slot(self, ring: shm.SlotRing, packed: shm.Packed) -> list[np.ndarray]:
         start = time.perf_counter()
-        weights = await asyncio.to_thread(shm.unpack_copy, self._weights.view(packed.ref), packed)
+        weights = await background.run(shm.unpack_copy, ring.view(packed.ref), packed)
         stats = self.transport
         stats.reply_seconds += time.perf_counter() - start
         stats.weight_bytes += packed.nbytes
@@ -261,8 +267,11 @@ class ProcessLearner:
         await self._request("load", state)
 
     async def _request(self, op: str, arg):
-        if op in ("step", "learn") and shm.AVAILABLE and not self._shm_failed:
+        if op in ("step", "learn") and shm.AVAILABLE:
             frames = op == "learn" and arg[0].obs.nbytes >= SHARED_FRAMES_MIN_BYTES
+            if frames and self._shm_failed:
+                self.transport.inline_batches += 1  # a big batch through the pipe
+                frames = False
             if frames or self._weight_bytes >= SHARED_WEIGHTS_MIN_BYTES:
                 self._check_open()  # before any ring is made: a closed learner must not create segments
                 batch, lr_factor = arg
@@ -270,10 +279,10 @@ class ProcessLearner:
         return await self._send(op, arg)
 
     def _check_open(self) -> asyncio.subprocess.Process:
+        if self._proc is None:  # first: a worker that exited because we closed it did not die
+            raise LearnerError("the learner is closed")
         if self._dead is not None:
             raise LearnerDied(self._dead.how)
-        if self._proc is None:
-            raise LearnerError("the learner is closed")
         return self._proc
 
     async def _send(self, op: str, arg):
@@ -361,6 +370,7 @@ class RestartingLearner:
         self._version = 0  # the newest version a reply carried
         self._lock = asyncio.Lock()
         self._window = RestartWindow(max_restarts)
+        self._closed = False
 
     @property
     def pid(self) -> int | None:
@@ -413,6 +423,8 @@ class RestartingLearner:
 
     async def _restart(self, dead: LearnerWorker, died: LearnerDied) -> None:
         async with self._lock:
+            if self._closed:  # a request that outlived aclose: nothing is restarted after it
+                raise LearnerError("the learner is closed")
             if self._worker is not dead:  # another request found it dead first and restarted it
                 return
             await dead.aclose()
@@ -432,6 +444,7 @@ class RestartingLearner:
             self._worker = new
 
     async def aclose(self) -> None:
+        self._closed = True
         await self._worker.aclose()
 
 

@@ -16,6 +16,7 @@ import torch
 from asynca3c.core.actions import DiscreteActions, GaussianActions
 from asynca3c.core.model import ActorCritic
 from asynca3c.errors import LearnerError
+from asynca3c.runtime import background
 
 
 class Predictor:
@@ -43,6 +44,7 @@ class Predictor:
         self.recurrent = model.state_size > 0
         self.rng = np.random.default_rng(seed)
         self._wake = asyncio.Event()
+        self._pass_ended = asyncio.Event()  # set as each forward pass in a thread ends (``settle`` waits on it)
         self._failed: BaseException | None = None
         self._watchers: list[asyncio.Event] = []
 
@@ -140,15 +142,17 @@ class Predictor:
                 batch = [r for r in batch if not r[1].done()]
                 if self.offload and batch:
                     self._computing, self._inflight = True, batch
-                    forward = asyncio.ensure_future(asyncio.to_thread(self._compute, batch))
+                    forward = asyncio.ensure_future(background.run(self._compute, batch))
                     try:
                         computed = await asyncio.shield(forward)
                     except asyncio.CancelledError:  # the thread still reads the weights: swap them after it
                         forward.add_done_callback(lambda _: self._end_pass())
                         raise
-                    self._inflight = []
-                    self._answer(batch, computed)  # tagged with the version the pass used
-                    self._end_pass()
+                    try:
+                        self._answer(batch, computed)  # tagged with the version the pass used
+                    finally:
+                        self._end_pass()
+                    self._inflight = []  # answered (if _answer raised, run's finally cancels them)
                 else:
                     self._answer(batch)
         finally:
@@ -156,12 +160,20 @@ class Predictor:
                 fut.cancel()
             self._inflight = []
 
+    async def settle(self) -> None:
+        """Return once weights that wait for a forward pass in a thread have been adopted: then nothing
+        writes the model until the next ``set_weights`` (the final evaluation reads it from a thread)."""
+        while self._deferred is not None:
+            self._pass_ended.clear()
+            await self._pass_ended.wait()
+
     def _end_pass(self) -> None:
         """A forward pass in a thread ended: adopt the weights that arrived meanwhile."""
         self._computing = False
         deferred, self._deferred = self._deferred, None
         if deferred is not None:
             deferred[1]()
+        self._pass_ended.set()
 
     def _compute(self, batch: list[tuple[np.ndarray, asyncio.Future, float | None, np.ndarray | None]]
                  ) -> tuple[np.ndarray, np.ndarray | None] | BaseException:

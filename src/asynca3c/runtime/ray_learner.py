@@ -75,7 +75,7 @@ class RayLearnerWorker:
             reply = await self._actor.request.remote(op, arg)
             if op in ("step", "learn"):  # weights from the object store are read-only
                 stats, weights = reply
-                reply = (stats, [writable(w) for w in weights])
+                reply = (stats, None if weights is None else [writable(w) for w in weights])  # None: weights_every
             return reply
         except ray.exceptions.RayActorError as e:
             raise LearnerDied(short_error(e), "Ray actor") from None

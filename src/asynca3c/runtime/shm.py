@@ -99,7 +99,11 @@ def pack_into(ref: SlotRef, arrays: Iterable[np.ndarray]) -> Packed:
     for array in arrays:
         array = np.asarray(array)
         array = array if array.flags.c_contiguous else array.copy(order="C")
-        _check_fits(array, flat.nbytes - at, ref.name)
+        _check_fits(array, flat.nbytes, ref.name)  # dtype, and a clear message for one array too big
+        if at + array.nbytes > flat.nbytes:
+            raise ValueError(f"arrays do not fit the {flat.nbytes}-byte slot {ref.slot} of segment {ref.name}: "
+                             f"{at} bytes are used and the next one ({array.dtype} {array.shape}) has "
+                             f"{array.nbytes}; the owner must make the slots bigger")
         np.copyto(flat[at:at + array.nbytes].view(array.dtype).reshape(array.shape), array, casting="no")
         parts.append((at, tuple(int(n) for n in array.shape), array.dtype.str))
         at = -(-(at + array.nbytes) // ALIGN) * ALIGN

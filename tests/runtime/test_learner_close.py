@@ -1,0 +1,74 @@
+"""A learner request that is still under way when the learner is closed: it fails with "closed", makes no
+shared-memory segment, and starts no new worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from asynca3c import Config
+from asynca3c.core.learner import LearnerSpec
+from asynca3c.core.messages import Segment
+from asynca3c.core.model import ActorCritic
+from asynca3c.errors import LearnerError
+from asynca3c.runtime import learner_client
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="lists segments in /dev/shm (Linux)")
+
+
+def segments() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith("asynca3c_")}
+
+
+@pytest.fixture
+def held_copy(monkeypatch):
+    """Frames and weights go through shared memory, and copying a batch into its slot waits for the event."""
+    monkeypatch.setattr(learner_client, "SHARED_FRAMES_MIN_BYTES", 0)
+    monkeypatch.setattr(learner_client, "SHARED_WEIGHTS_MIN_BYTES", 0)
+    release, copy = threading.Event(), np.copyto
+
+    def held(*args, **kwargs):
+        release.wait(10)
+        return copy(*args, **kwargs)
+
+    monkeypatch.setattr(np, "copyto", held)
+    return release
+
+
+def spec() -> LearnerSpec:
+    model = ActorCritic(36 * 36, 3, encoder="a3c", obs_shape=(1, 36, 36))
+    cfg = Config(env="CartPole-v1", encoder="a3c", segment_length=8, batch_envs=4, torch_threads=1)
+    return LearnerSpec.of(model, cfg, torch.device("cpu"))
+
+
+def batch() -> Segment:
+    return Segment.empty(8, 4, (1, 36, 36), (), np.int64, obs_dtype=np.uint8)
+
+
+@pytest.mark.parametrize("restarting", [False, True])
+def test_a_request_under_way_at_close_fails_and_leaves_nothing(held_copy, restarting):
+    restarts = []
+
+    async def main():
+        learner = (learner_client.RestartingLearner(spec(), 3, lambda: restarts.append(1)) if restarting
+                   else learner_client.ProcessLearner(spec()))
+        await learner.start()
+        first = learner.pid
+        request = asyncio.create_task(learner.learn(batch()))
+        await asyncio.sleep(0.2)  # the request is copying its frames into a slot
+        await learner.aclose()
+        held_copy.set()
+        with pytest.raises(LearnerError, match="the learner is closed"):
+            await request
+        await learner.aclose()
+        return first, learner.pid
+
+    before = segments()
+    first, last = asyncio.run(main())
+    assert segments() <= before  # neither ring outlived the close, and none was made after it
+    assert restarts == [] and last == first  # no new worker was started for the late request
