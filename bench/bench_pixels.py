@@ -4,6 +4,7 @@
     python bench/bench_pixels.py curve --system asynca3c|sb3-a2c [--seed 0] [--seconds 1800] [--encoder nature|a3c]
                                       [--label NAME] [--set FIELD=JSON ...]
     python bench/bench_pixels.py plot
+    python bench/bench_pixels.py lag [--seconds 60] [--repeats 2]
 
 ``throughput`` trains each system for ``--seconds`` per repeat, alternating the
 order, and reports agent steps/s while training (each sample learned from
@@ -68,6 +69,7 @@ def run_asynca3c(env_id: str, seconds: float, seed: int, on_row=None, **override
     result, transport = asyncio.run(main())
     out = {"system": f"asynca3c-{cfg.encoder}", "seconds": result.seconds, "env_steps": result.env_steps,
            "steps_per_second": result.steps_per_second, "loop_lag_p99_ms": result.loop_lag_p99_ms,
+           "loop_lag_max_ms": result.loop_lag_max_ms,
            "policy_lag_mean": result.policy_lag_mean, "config": cfg.to_dict()}
     if transport is not None and result.seconds:
         out.update(frame_bytes_per_sample=transport.frame_bytes / max(1, transport.frame_samples),
@@ -248,6 +250,15 @@ def throughput(args) -> int:
     return 0
 
 
+def lag(args) -> int:
+    """The trainer loop's lag while training with the Nature CNN: p99 and max of each run."""
+    for repeat in range(args.repeats):
+        r = run_asynca3c(args.env, args.seconds, repeat, encoder="nature")
+        print(f"run {repeat}: {r['steps_per_second']:,.0f} steps/s, loop lag p99 {r['loop_lag_p99_ms']:.1f} ms, "
+              f"max {r['loop_lag_max_ms']:,.0f} ms", flush=True)
+    return 0
+
+
 def _game(env_id: str) -> str:
     return env_id.split("/")[-1].split("-")[0].lower()
 
@@ -325,10 +336,10 @@ def plot(args) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="mode", required=True)
-    for name in ("throughput", "curve", "plot"):
+    for name in ("throughput", "curve", "plot", "lag"):
         s = sub.add_parser(name)
         s.add_argument("--env", default="ALE/Pong-v5")
-        if name == "throughput":
+        if name in ("throughput", "lag"):
             s.add_argument("--seconds", type=float, default=60.0)
             s.add_argument("--repeats", type=int, default=2)
         if name == "curve":
@@ -340,7 +351,7 @@ def main(argv=None) -> int:
                            help="the CNN (default: asynca3c's table's, SB3's NatureCNN)")
             s.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
     args = p.parse_args(argv)
-    return {"throughput": throughput, "curve": curve, "plot": plot}[args.mode](args)
+    return {"throughput": throughput, "curve": curve, "plot": plot, "lag": lag}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,13 @@ def test_work_runs_below_the_loops_priority_and_so_do_threads_it_starts():
         return nice_of_this_thread(), seen["child"]
 
     async def main():
-        return nice_of_this_thread(), await background.run(work), nice_of_this_thread()
+        background.acquire()
+        try:
+            return nice_of_this_thread(), await background.run(work), nice_of_this_thread()
+        finally:
+            await background.release()
 
     loop_before, (worker, child), loop_after = asyncio.run(main())
+    assert not [t for t in threading.enumerate() if t.name.startswith("asynca3c-background")]  # released: ended
     assert loop_before == loop_after  # the loop's thread is untouched
     assert worker == child == min(19, loop_before + background.NICE)

@@ -23,6 +23,7 @@ NICE = 10
 
 T = TypeVar("T")
 _pool: ThreadPoolExecutor | None = None
+_users = 0  # trainers running in this process: the pool is shut down when the last one closes
 
 
 def _lower_priority() -> None:
@@ -39,6 +40,22 @@ def executor() -> ThreadPoolExecutor:
         _pool = ThreadPoolExecutor(thread_name_prefix="asynca3c-background",
                                    initializer=_lower_priority if sys.platform.startswith("linux") else None)
     return _pool
+
+
+def acquire() -> None:
+    """A trainer starts using the pool (pair with ``release``)."""
+    global _users
+    _users += 1
+
+
+async def release() -> None:
+    """A trainer is done with the pool; the last one shuts it down and waits for its threads to end, so a
+    closed trainer leaves no thread behind."""
+    global _users, _pool
+    _users = max(0, _users - 1)
+    if _users == 0 and _pool is not None:
+        pool, _pool = _pool, None
+        await asyncio.get_running_loop().run_in_executor(None, pool.shutdown, True)
 
 
 async def run(fn: Callable[..., T], *args) -> T:

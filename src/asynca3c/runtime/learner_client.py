@@ -146,6 +146,7 @@ class ProcessLearner:
         self.pid: int | None = None
         self._frames: shm.SlotRing | None = None
         self._weights: shm.SlotRing | None = None
+        self._closed_alive = False  # aclose() found the worker alive (a later request is refused, not restarted)
         self._shm_failed = False  # no segment could be made (e.g. /dev/shm full): everything goes by pipe
         # room for the acting copy's weights in a reply: the whole initial state, each array aligned
         self._weight_bytes = sum(-(-t.numel() * t.element_size() // shm.ALIGN) * shm.ALIGN
@@ -279,7 +280,9 @@ class ProcessLearner:
         return await self._send(op, arg)
 
     def _check_open(self) -> asyncio.subprocess.Process:
-        if self._proc is None:  # first: a worker that exited because we closed it did not die
+        if self._dead is not None and not self._closed_alive:  # died (a restart may follow), then closed
+            raise LearnerDied(self._dead.how)
+        if self._proc is None:  # closed while alive: its exit is not a death, and nothing restarts it
             raise LearnerError("the learner is closed")
         if self._dead is not None:
             raise LearnerDied(self._dead.how)
@@ -339,6 +342,7 @@ class ProcessLearner:
         proc, self._proc = self._proc, None
         if proc is None:
             return
+        self._closed_alive = self._dead is None
         try:
             await close_worker(proc, encode_frame(("close", None)), 5.0)
         finally:
