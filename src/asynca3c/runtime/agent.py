@@ -23,7 +23,6 @@ from asynca3c.core.messages import SampleBatch, Segment
 from asynca3c.core.returns import NStepKernel
 from asynca3c.core.rewards import TrainingReward
 from asynca3c.errors import EnvFault
-from asynca3c.runtime import background
 from asynca3c.runtime.faults import FaultPolicy, checked_reward, describe_exception, encode_checked
 from asynca3c.runtime.progress import Progress
 
@@ -113,7 +112,7 @@ class _VectorAgent:
                 cause: Exception | None = None
                 try:
                     if self.offload_step:
-                        self._stepping = asyncio.ensure_future(background.run(self.envs.step,
+                        self._stepping = asyncio.ensure_future(asyncio.to_thread(self.envs.step,
                                                                                self.actions.to_env(actions)))
                         raw, rew, term, trunc, info = await asyncio.shield(self._stepping)
                     else:
@@ -190,9 +189,9 @@ class _VectorAgent:
             self.faults.record(f"{self.name} ({self.num_envs} x {self.encode.spec.env_id})", what, cause)
             if make_envs is None:
                 raise EnvFault(f"{self.name}: {what}") from cause
-            await background.run(_close_quietly, self.envs)
+            await asyncio.to_thread(_close_quietly, self.envs)
             try:
-                self.envs = await background.run(make_envs)
+                self.envs = await asyncio.to_thread(make_envs)
                 return
             except Exception as exc:
                 what, cause = f"making a replacement failed: {describe_exception(exc)}", exc

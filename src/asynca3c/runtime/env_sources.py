@@ -17,7 +17,6 @@ from asynca3c.core.actions import Actions
 from asynca3c.core.envs import EnvSpec, ObsEncoder, describe_env, inspect_env, is_async_env, make_vector_env
 from asynca3c.core.evaluation import play
 from asynca3c.errors import EnvError
-from asynca3c.runtime import background
 from asynca3c.runtime.agent import Agent, SegmentAgent
 from asynca3c.runtime.async_agents import AsyncEnvAgents, AsyncEnvs, evaluate_async_envs
 from asynca3c.runtime.predictor import Predictor
@@ -93,7 +92,7 @@ class GymEnvs:
             finally:
                 steps.close()  # a stopped evaluation appends the episodes that ended
 
-        thread = asyncio.ensure_future(background.run(work))
+        thread = asyncio.ensure_future(asyncio.to_thread(work))
         try:
             await asyncio.shield(thread)
         finally:

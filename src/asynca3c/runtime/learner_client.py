@@ -41,7 +41,7 @@ from asynca3c.core.learner import Learner, LearnerSpec
 from asynca3c.core.messages import SampleBatch, Segment, StepStats
 from asynca3c.core.model import ActorCritic
 from asynca3c.errors import Asynca3cError, LearnerError
-from asynca3c.runtime import background, shm
+from asynca3c.runtime import shm
 from asynca3c.runtime.faults import RestartWindow
 from asynca3c.runtime.wire import HEADER, close_worker, encode_frame, exit_status
 
@@ -218,7 +218,7 @@ class ProcessLearner:
         claimed.append((ring, slot))
         ref = shm.SlotRef(ring.name, slot, slot * ring.slot_bytes, tuple(obs.shape), obs.dtype.str)
         start = time.perf_counter()
-        await background.run(np.copyto, ring.view(ref), obs)  # tens of MB: a copy that releases the GIL
+        await asyncio.to_thread(np.copyto, ring.view(ref), obs)  # tens of MB: a copy that releases the GIL
         stats = self.transport
         stats.frame_seconds += time.perf_counter() - start
         stats.frame_bytes += obs.nbytes
@@ -253,7 +253,7 @@ class ProcessLearner:
 
     async def _weights_from_slot(self, ring: shm.SlotRing, packed: shm.Packed) -> list[np.ndarray]:
         start = time.perf_counter()
-        weights = await background.run(shm.unpack_copy, ring.view(packed.ref), packed)
+        weights = await asyncio.to_thread(shm.unpack_copy, ring.view(packed.ref), packed)
         stats = self.transport
         stats.reply_seconds += time.perf_counter() - start
         stats.weight_bytes += packed.nbytes

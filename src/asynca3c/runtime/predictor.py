@@ -16,7 +16,6 @@ import torch
 from asynca3c.core.actions import DiscreteActions, GaussianActions
 from asynca3c.core.model import ActorCritic
 from asynca3c.errors import LearnerError
-from asynca3c.runtime import background
 
 
 class Predictor:
@@ -142,7 +141,7 @@ class Predictor:
                 batch = [r for r in batch if not r[1].done()]
                 if self.offload and batch:
                     self._computing, self._inflight = True, batch
-                    forward = asyncio.ensure_future(background.run(self._compute, batch))
+                    forward = asyncio.ensure_future(asyncio.to_thread(self._compute, batch))
                     try:
                         computed = await asyncio.shield(forward)
                     except asyncio.CancelledError:  # the thread still reads the weights: swap them after it

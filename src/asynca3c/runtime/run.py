@@ -36,7 +36,6 @@ from asynca3c.core.rewards import NoveltyBonus, TrainingReward
 from asynca3c.errors import Asynca3cError, ConfigError, LearnerError
 from asynca3c.outputs import checkpoint
 from asynca3c.outputs.run_dir import RunDirectory
-from asynca3c.runtime import background
 from asynca3c.runtime.acting import AnyAgent, agent_seeds, make_agents
 from asynca3c.runtime.agent import Agent, Outbox
 from asynca3c.runtime.env_sources import EnvSource
@@ -208,7 +207,7 @@ class TrainingRun:
         if self.config.shards:
             await self._start_shards()
         else:
-            agents = await background.run(self._make_agents) if self.source.blocking_setup \
+            agents = await asyncio.to_thread(self._make_agents) if self.source.blocking_setup \
                 else self._make_agents()
             self.agents = list(agents)
         if resume is not None:

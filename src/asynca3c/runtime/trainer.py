@@ -21,7 +21,6 @@ from asynca3c.errors import ConfigError, TrainerClosed
 from asynca3c.outputs import checkpoint
 from asynca3c.outputs.run_dir import RunDirectory
 from asynca3c.outputs.tensorboard import TensorBoardLog
-from asynca3c.runtime import background
 from asynca3c.runtime.env_sources import AsyncEnvFactory, EnvSource, GymEnvs
 from asynca3c.runtime.looplag import LoopLag
 from asynca3c.runtime.metrics import MetricsHub, log_row
@@ -91,7 +90,6 @@ class Trainer:
         self.device = resolve_device(config.device)
         self._stop = StopRequest()
         self.loop_lag = LoopLag()
-        self._background = False  # holds a share of the background thread pool (released by aclose)
         self._run: TrainingRun | None = None
         self._tasks: list[asyncio.Task] = []  # predictor and lag watcher: live until closed
         self._main: asyncio.Task | None = None
@@ -157,8 +155,6 @@ class Trainer:
         """Start the learner, agents, optimizers and predictor on the running loop."""
         if self._main is not None or self._closed:
             raise RuntimeError("this Trainer was already started; a Trainer runs once, make a new one")
-        background.acquire()
-        self._background = True
         cfg = self.config
         resume = self._resume_from
         if resume is not None and not isinstance(resume, dict):
@@ -262,9 +258,6 @@ class Trainer:
             self._tensorboard.close()
         if self._run is not None:
             await self._run.aclose()
-        if self._background:
-            self._background = False
-            await background.release()
 
     async def _train(self, run: TrainingRun) -> TrainResult:
         result = await run.train()
