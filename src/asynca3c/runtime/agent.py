@@ -113,7 +113,7 @@ class _VectorAgent:
                 try:
                     if self.offload_step:
                         self._stepping = asyncio.ensure_future(asyncio.to_thread(self.envs.step,
-                                                                               self.actions.to_env(actions)))
+                                                                                 self.actions.to_env(actions)))
                         raw, rew, term, trunc, info = await asyncio.shield(self._stepping)
                     else:
                         raw, rew, term, trunc, info = self.envs.step(self.actions.to_env(actions))

@@ -149,8 +149,7 @@ class ProcessLearner:
         self._closed_alive = False  # aclose() found the worker alive (a later request is refused, not restarted)
         self._shm_failed = False  # no segment could be made (e.g. /dev/shm full): everything goes by pipe
         # room for the acting copy's weights in a reply: the whole initial state, each array aligned
-        self._weight_bytes = sum(-(-t.numel() * t.element_size() // shm.ALIGN) * shm.ALIGN
-                                 for t in spec.weights.values())
+        self._weight_bytes = sum(shm.aligned(t.numel() * t.element_size()) for t in spec.weights.values())
         self._slots = int(spec.config.get("optimizers", 2)) + 1  # one per request in flight, and one spare
         self.transport = TransportStats()
 
@@ -280,12 +279,10 @@ class ProcessLearner:
         return await self._send(op, arg)
 
     def _check_open(self) -> asyncio.subprocess.Process:
-        if self._dead is not None and not self._closed_alive:  # died (a restart may follow), then closed
+        if self._dead is not None and not self._closed_alive:  # died (a restart may follow), maybe closed since
             raise LearnerDied(self._dead.how)
         if self._proc is None:  # closed while alive: its exit is not a death, and nothing restarts it
             raise LearnerError("the learner is closed")
-        if self._dead is not None:
-            raise LearnerDied(self._dead.how)
         return self._proc
 
     async def _send(self, op: str, arg):

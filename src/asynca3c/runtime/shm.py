@@ -57,6 +57,15 @@ except ImportError:  # Windows
 AVAILABLE = _posixshmem is not None
 
 
+def aligned(nbytes: int) -> int:
+    """``nbytes`` rounded up to a multiple of ALIGN: where the next slot or packed array may start."""
+    return -(-nbytes // ALIGN) * ALIGN
+
+
+def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
+    return np.dtype(dtype).itemsize * math.prod(shape)
+
+
 @dataclass(frozen=True)
 class SlotRef:
     """The handle that travels instead of the array: which segment, which slot, and how to read it."""
@@ -69,7 +78,7 @@ class SlotRef:
 
     @property
     def nbytes(self) -> int:
-        return np.dtype(self.dtype).itemsize * math.prod(self.shape)
+        return _nbytes(self.shape, self.dtype)
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,7 @@ class Packed:
 
     @property
     def nbytes(self) -> int:
-        return sum(np.dtype(dtype).itemsize * math.prod(shape) for _, shape, dtype in self.parts)
+        return sum(_nbytes(shape, dtype) for _, shape, dtype in self.parts)
 
 
 def flat_ref(name: str, slot: int, slot_bytes: int) -> SlotRef:
@@ -106,7 +115,7 @@ def pack_into(ref: SlotRef, arrays: Iterable[np.ndarray]) -> Packed:
                              f"{array.nbytes}; the owner must make the slots bigger")
         np.copyto(flat[at:at + array.nbytes].view(array.dtype).reshape(array.shape), array, casting="no")
         parts.append((at, tuple(int(n) for n in array.shape), array.dtype.str))
-        at = -(-(at + array.nbytes) // ALIGN) * ALIGN
+        at = aligned(at + array.nbytes)
     return Packed(ref, tuple(parts))
 
 
@@ -115,7 +124,7 @@ def unpack_copy(flat: np.ndarray, packed: Packed) -> list[np.ndarray]:
     ``SlotRing.view(packed.ref)`` gives it); the slot can be released as soon as this returns."""
     out = []
     for at, shape, dtype in packed.parts:
-        size = np.dtype(dtype).itemsize * math.prod(shape)
+        size = _nbytes(shape, dtype)
         if at < 0 or at + size > flat.nbytes:
             raise ValueError(f"a packed array at byte {at} of {size} bytes reaches past its {flat.nbytes}-byte slot")
         out.append(flat[at:at + size].view(dtype).reshape(shape).copy())
@@ -181,7 +190,7 @@ class SlotRing:
         if slots < 1 or slot_bytes < 1:
             raise ValueError(f"a ring needs at least one slot of at least one byte, not {slots} x {slot_bytes}")
         self._slots = slots
-        self._slot_bytes = -(-slot_bytes // ALIGN) * ALIGN
+        self._slot_bytes = aligned(slot_bytes)
         self._free = FreeSlots(range(slots))
         self._granted = False
         self._retired = False
