@@ -4,7 +4,7 @@
     python bench/bench_pixels.py curve --system asynca3c|sb3-a2c [--seed 0] [--seconds 1800] [--encoder nature|a3c]
                                       [--label NAME] [--set FIELD=JSON ...]
     python bench/bench_pixels.py plot
-    python bench/bench_pixels.py lag [--seconds 60] [--repeats 2]
+    python bench/bench_pixels.py lag [--seconds 60] [--repeats 2] [--encoder nature|a3c]
 
 ``throughput`` trains each system for ``--seconds`` per repeat, alternating the
 order, and reports agent steps/s while training (each sample learned from
@@ -251,11 +251,34 @@ def throughput(args) -> int:
 
 
 def lag(args) -> int:
-    """The trainer loop's lag while training with the Nature CNN: p99 and max of each run."""
+    """The trainer loop's lag while training, with the work threads below the loop's priority (the
+    shipped ``work_nice``) and at its priority (0), alternated: p99 and max of each run."""
+    runs = []
     for repeat in range(args.repeats):
-        r = run_asynca3c(args.env, args.seconds, repeat, encoder="nature")
-        print(f"run {repeat}: {r['steps_per_second']:,.0f} steps/s, loop lag p99 {r['loop_lag_p99_ms']:.1f} ms, "
-              f"max {r['loop_lag_max_ms']:,.0f} ms", flush=True)
+        for nice in (10, 0) if repeat % 2 == 0 else (0, 10):
+            r = run_asynca3c(args.env, args.seconds, repeat, encoder=args.encoder, work_nice=nice)
+            r.update(repeat=repeat, work_nice=nice)
+            runs.append(r)
+            print(f"run {repeat} work_nice {nice:2d}: {r['steps_per_second']:,.0f} steps/s, loop lag p99 "
+                  f"{r['loop_lag_p99_ms']:.1f} ms, max {r['loop_lag_max_ms']:,.0f} ms", flush=True)
+    rows = ["| work_nice | steps/s, median [range] | loop lag p99 ms, median [range] | max ms, median [range] |",
+            "|---:|---:|---:|---:|"]
+    def cell(rs, key, digits):
+        v = [r[key] for r in rs]
+        return f"{statistics.median(v):,.{digits}f} [{min(v):,.{digits}f}-{max(v):,.{digits}f}]"
+
+    for nice in (10, 0):
+        rs = [r for r in runs if r["work_nice"] == nice]
+        rows.append(f"| {nice} | {cell(rs, 'steps_per_second', 0)} | {cell(rs, 'loop_lag_p99_ms', 1)} | "
+                    f"{cell(rs, 'loop_lag_max_ms', 0)} |")
+    text = (f"Command: python bench/bench_pixels.py lag --env {args.env} --encoder {args.encoder} "
+            f"--seconds {args.seconds:g} --repeats {args.repeats}\n\n" + "\n".join(rows) + "\n")
+    print(text)
+    out = OUT / _game(args.env)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"lag-{args.encoder}.md").write_text(text)
+    (out / f"lag-{args.encoder}.json").write_text(json.dumps({"env": args.env, "runs": runs,
+                                                              "machine": platform.platform()}, indent=2, default=str))
     return 0
 
 
@@ -342,6 +365,8 @@ def main(argv=None) -> int:
         if name in ("throughput", "lag"):
             s.add_argument("--seconds", type=float, default=60.0)
             s.add_argument("--repeats", type=int, default=2)
+        if name == "lag":
+            s.add_argument("--encoder", choices=["nature", "a3c"], default="nature")
         if name == "curve":
             s.add_argument("--system", choices=["asynca3c", "sb3-a2c"], required=True)
             s.add_argument("--seed", type=int, default=0)

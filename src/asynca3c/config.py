@@ -160,6 +160,10 @@ class Config:
                                "final evaluation and checkpoints always use the newest")
     device: str = _f("auto", "where minimize steps run: auto, cpu or cuda")
     torch_threads: int = _f(1, "torch intra-op threads (0: leave torch's setting alone)")
+    work_nice: int = _f(10, "niceness added to the threads that run work beside the trainer's loop (a CNN's "
+                            "forward passes, pixel env steps and their emulator threads, copies to the learner), "
+                            "so the loop gets a core first and the host's loop lag stays low (Linux; per "
+                            "thread); 0: the loop's priority")
     # --- faults
     env_faults: str = _f("auto", "what an environment fault (an exception, an async step past env_step_timeout, "
                                  "a non-finite or wrongly shaped observation, a non-finite reward) does: 'fail' "
@@ -366,6 +370,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "shards": (0, 1_024),
     "max_shard_restarts": (0, 10_000),
     "shard_nice": (0, 19),
+    "work_nice": (0, 19),
     "core_size": (1, 16_384),
     "eval_max_episode_steps": (1, MAX_STEPS_PER_EPISODE),
     "steps": (0, MAX_STEPS),

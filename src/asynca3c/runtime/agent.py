@@ -12,6 +12,7 @@ move out of process.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -25,6 +26,7 @@ from asynca3c.core.rewards import TrainingReward
 from asynca3c.errors import EnvFault
 from asynca3c.runtime.faults import FaultPolicy, checked_reward, describe_exception, encode_checked
 from asynca3c.runtime.progress import Progress
+from asynca3c.runtime.work_threads import WorkThreads
 
 
 def _close_quietly(envs) -> None:
@@ -61,10 +63,11 @@ class _VectorAgent:
     def __init__(self, *, envs, encoder: ObsEncoder, policy, actions: Actions, queue: Outbox | None,
                  epsilon: EpsilonSchedule, progress: Progress, seed: int, reward: TrainingReward | None = None,
                  step_limit: int = 0, faults: FaultPolicy | None = None, make_envs: Callable[[], Any] | None = None,
-                 name: str = "agent"):
+                 name: str = "agent", work: WorkThreads | None = None):
         """``step_limit``: return once the run's step count reaches it (0: no limit); the deterministic
         mode stops at the exact step this way rather than when the budget monitor next looks.
-        ``make_envs`` makes a replacement vector after a fault (without it every fault stops the run)."""
+        ``make_envs`` makes a replacement vector after a fault (without it every fault stops the run).
+        ``work``: the run's threads for steps and rebuilds off the loop (default: asyncio's)."""
         self.envs, self.encode, self.policy, self.queue = envs, encoder, policy, queue
         self.step_limit = step_limit
         self.actions = actions
@@ -80,6 +83,7 @@ class _VectorAgent:
         # ale-py's vector env releases the GIL while its threads emulate
         self.offload_step = encoder.spec.obs_kind == "image"
         self._stepping: asyncio.Future | None = None
+        self._in_thread = work.run if work is not None else asyncio.to_thread
         # A recurrent policy's state per env, entering the next row: zeroed at every (re)start and after
         # every autoreset step, exactly where the learner's unroll zeroes it. Width 0: feed-forward.
         self.state_size = int(getattr(policy, "recurrent", False) and policy.model.state_size)
@@ -112,8 +116,8 @@ class _VectorAgent:
                 cause: Exception | None = None
                 try:
                     if self.offload_step:
-                        self._stepping = asyncio.ensure_future(asyncio.to_thread(self.envs.step,
-                                                                                 self.actions.to_env(actions)))
+                        self._stepping = asyncio.ensure_future(self._in_thread(self.envs.step,
+                                                                               self.actions.to_env(actions)))
                         raw, rew, term, trunc, info = await asyncio.shield(self._stepping)
                     else:
                         raw, rew, term, trunc, info = self.envs.step(self.actions.to_env(actions))
@@ -161,7 +165,12 @@ class _VectorAgent:
         handled like a step that does (a loop, not a recursion: the fault policy bounds it)."""
         while True:
             try:
-                raw, _ = self.envs.reset(seed=seed)
+                if self.offload_step:  # 16 emulators' first reset takes seconds: off the loop, as steps
+                    self._stepping = asyncio.ensure_future(self._in_thread(functools.partial(self.envs.reset,
+                                                                                             seed=seed)))
+                    raw, _ = await asyncio.shield(self._stepping)
+                else:
+                    raw, _ = self.envs.reset(seed=seed)
                 obs, what = encode_checked(self.encode, raw, self.num_envs)
                 cause = None
             except Exception as exc:
@@ -189,9 +198,9 @@ class _VectorAgent:
             self.faults.record(f"{self.name} ({self.num_envs} x {self.encode.spec.env_id})", what, cause)
             if make_envs is None:
                 raise EnvFault(f"{self.name}: {what}") from cause
-            await asyncio.to_thread(_close_quietly, self.envs)
+            await self._in_thread(_close_quietly, self.envs)
             try:
-                self.envs = await asyncio.to_thread(make_envs)
+                self.envs = await self._in_thread(make_envs)
                 return
             except Exception as exc:
                 what, cause = f"making a replacement failed: {describe_exception(exc)}", exc

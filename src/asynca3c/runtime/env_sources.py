@@ -126,6 +126,7 @@ class AsyncEnvFactory:
 
     def make_agent(self, num_envs: int, *, actions: Actions, segment_length: int | None, n_step: int, gamma: float,
                    **agent_args: Any) -> AsyncEnvAgents:
+        agent_args.pop("work", None)  # async environments step on the loop: no threads to give them
         return AsyncEnvAgents(envs=[self.factory() for _ in range(num_envs)], make_env=self.factory, n_step=n_step,
                               gamma=gamma, segment_length=segment_length, **agent_args)
 

@@ -44,6 +44,7 @@ from asynca3c.errors import Asynca3cError, LearnerError
 from asynca3c.runtime import shm
 from asynca3c.runtime.faults import RestartWindow
 from asynca3c.runtime.wire import HEADER, close_worker, encode_frame, exit_status
+from asynca3c.runtime.work_threads import WorkThreads
 
 
 class LearnerClient(Protocol):
@@ -77,10 +78,12 @@ class LearnerClient(Protocol):
 
 
 def make_learner(model: ActorCritic, config: Config, device: torch.device,
-                 on_restart: Callable[[], None] = lambda: None) -> LearnerClient:
+                 on_restart: Callable[[], None] = lambda: None, work: WorkThreads | None = None) -> LearnerClient:
+    """``work``: the run's threads for the process learner's copies of frames and weights."""
     spec = LearnerSpec.of(model, config, device)
     if config.learner == "process":
-        return RestartingLearner(spec, config.max_learner_restarts, on_restart)
+        return RestartingLearner(spec, config.max_learner_restarts, on_restart,
+                                 make_worker=lambda spec: ProcessLearner(spec, work))
     if config.learner == "ray":  # ray_learner imports this module: it is asked only where Ray is wanted
         raise ValueError("learner='ray': use asynca3c.runtime.ray_learner.make_ray_learner")
     return ThreadLearner(spec, config.optimizers)
@@ -137,8 +140,10 @@ class ProcessLearner:
     least ``SHARED_WEIGHTS_MIN_BYTES`` (a CNN), which the worker writes into a slot the request names. The
     pipe carries the slots' handles; a slot is free again once its reply has been read."""
 
-    def __init__(self, spec: LearnerSpec):
+    def __init__(self, spec: LearnerSpec, work: WorkThreads | None = None):
+        """``work``: threads for the copies into and out of slots (default: asyncio's)."""
         self._spec = spec
+        self._in_thread = work.run if work is not None else asyncio.to_thread
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task | None = None
         self._pending: collections.deque[asyncio.Future] = collections.deque()
@@ -217,7 +222,7 @@ class ProcessLearner:
         claimed.append((ring, slot))
         ref = shm.SlotRef(ring.name, slot, slot * ring.slot_bytes, tuple(obs.shape), obs.dtype.str)
         start = time.perf_counter()
-        await asyncio.to_thread(np.copyto, ring.view(ref), obs)  # tens of MB: a copy that releases the GIL
+        await self._in_thread(np.copyto, ring.view(ref), obs)  # tens of MB: a copy that releases the GIL
         stats = self.transport
         stats.frame_seconds += time.perf_counter() - start
         stats.frame_bytes += obs.nbytes
@@ -252,7 +257,7 @@ class ProcessLearner:
 
     async def _weights_from_slot(self, ring: shm.SlotRing, packed: shm.Packed) -> list[np.ndarray]:
         start = time.perf_counter()
-        weights = await asyncio.to_thread(shm.unpack_copy, ring.view(packed.ref), packed)
+        weights = await self._in_thread(shm.unpack_copy, ring.view(packed.ref), packed)
         stats = self.transport
         stats.reply_seconds += time.perf_counter() - start
         stats.weight_bytes += packed.nbytes

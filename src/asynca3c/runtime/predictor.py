@@ -16,6 +16,7 @@ import torch
 from asynca3c.core.actions import DiscreteActions, GaussianActions
 from asynca3c.core.model import ActorCritic
 from asynca3c.errors import LearnerError
+from asynca3c.runtime.work_threads import WorkThreads
 
 
 class Predictor:
@@ -28,9 +29,11 @@ class Predictor:
     """
 
     def __init__(self, model: ActorCritic, actions: DiscreteActions | GaussianActions, seed: int = 0,
-                 offload: bool | None = None):
-        """``offload``: run forward passes off the loop (default: for a CNN)."""
+                 offload: bool | None = None, work: WorkThreads | None = None):
+        """``offload``: run forward passes off the loop (default: for a CNN), in ``work``'s threads
+        (default: asyncio's)."""
         self.offload = getattr(model, "encoder", "mlp") != "mlp" if offload is None else offload
+        self._in_thread = work.run if work is not None else asyncio.to_thread
         self._computing = False  # a forward pass is reading the weights in a thread
         self._deferred: tuple[int, Callable[[], None]] | None = None  # the newest weights, adopted after it
         self.model = model.eval()
@@ -141,7 +144,7 @@ class Predictor:
                 batch = [r for r in batch if not r[1].done()]
                 if self.offload and batch:
                     self._computing, self._inflight = True, batch
-                    forward = asyncio.ensure_future(asyncio.to_thread(self._compute, batch))
+                    forward = asyncio.ensure_future(self._in_thread(self._compute, batch))
                     try:
                         computed = await asyncio.shield(forward)
                     except asyncio.CancelledError:  # the thread still reads the weights: swap them after it

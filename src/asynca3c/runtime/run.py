@@ -48,6 +48,7 @@ from asynca3c.runtime.progress import Progress
 from asynca3c.runtime.shard import ShardSpec
 from asynca3c.runtime.shard_client import ProcessShard, RestartBudget, ShardClient
 from asynca3c.runtime.updates import STOP, DirectLearning, lr_factor, segment_update_task, update_task
+from asynca3c.runtime.work_threads import WorkThreads
 
 
 @dataclass
@@ -175,7 +176,9 @@ class TrainingRun:
         model = new_network(cfg, spec, self.actions.continuous)
         if resume is not None:
             checkpoint.load_weights(model, resume["model"])
-        self.predictor = Predictor(copy.deepcopy(model), self.actions, seed=cfg.seed + 7)
+        # forward passes, env steps and copies off the loop run here, below the loop's priority
+        self.work = WorkThreads(cfg.work_nice)
+        self.predictor = Predictor(copy.deepcopy(model), self.actions, seed=cfg.seed + 7, work=self.work)
         self.progress = Progress(cfg.solve_window, threshold,
                                  on_solved=(lambda: stop.reached("solved")) if cfg.until_solved else None)
         self.lr = lr_factor(cfg.lr_schedule, self.progress, 0.0 if cfg.deterministic else cfg.seconds, cfg.steps)
@@ -185,7 +188,7 @@ class TrainingRun:
 
             self.learner = make_ray_learner(model, cfg, device, on_restart=self._count_restart)
         else:
-            self.learner = make_learner(model, cfg, device, on_restart=self._count_restart)
+            self.learner = make_learner(model, cfg, device, on_restart=self._count_restart, work=self.work)
         self.queue: asyncio.Queue = asyncio.Queue(cfg.queue_size)
         restart = cfg.env_faults == "restart" or (cfg.env_faults == "auto" and source.restarts_by_default)
         self.faults = FaultPolicy(restart, cfg.max_env_faults_per_minute, self.progress)
@@ -207,7 +210,8 @@ class TrainingRun:
         if self.config.shards:
             await self._start_shards()
         else:
-            agents = await asyncio.to_thread(self._make_agents) if self.source.blocking_setup \
+            # made in a work thread, environments' own threads (ale-py's emulators) inherit its priority
+            agents = await self.work.run(self._make_agents) if self.source.blocking_setup \
                 else self._make_agents()
             self.agents = list(agents)
         if resume is not None:
@@ -216,12 +220,16 @@ class TrainingRun:
                 self.novelty.restore(resume["novelty_counts"].numpy())
 
     async def aclose(self) -> None:
-        """Release the learner (its worker process or threads) and every agent's environments."""
+        """Release the learner (its worker process or threads), every agent's environments, then the work
+        threads."""
         try:
             await self.learner.aclose()
         finally:
-            for agent in self.agents:
-                await agent.aclose()
+            try:
+                for agent in self.agents:
+                    await agent.aclose()
+            finally:
+                await self.work.aclose()
 
     def row(self) -> MetricsRow:
         """The current progress row."""
@@ -368,7 +376,8 @@ class TrainingRun:
         return make_agents(cfg, self.source, actions=self.actions, encoder=self.encode, policy=self.predictor,
                            progress=progress, faults=self.faults,
                            reward=TrainingReward(cfg.reward_scale, self.novelty, cfg.reward_clip), outbox=outbox,
-                           indices=range(cfg.agents), seeds=seeds[:-1], eval_seed=int(seeds[-1]), **extra)
+                           indices=range(cfg.agents), seeds=seeds[:-1], eval_seed=int(seeds[-1]), work=self.work,
+                           **extra)
 
     async def _start_shards(self) -> None:
         """The acting shards, each ready with its agents (outside the clock); on failure the caller's
