@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -351,3 +352,62 @@ def test_evaluation_faults_are_counted_once_per_episode_and_policy_errors_are_ra
     with pytest.raises(LearnerError, match="non-finite action parameters"):
         asyncio.run(evaluate_async_envs(factory, _Policy(fail=True), encoder, 4, 0, [], on_fault=faults.append))
     assert len(faults) == 3
+
+
+class RaisesOnStep(gym.Env):
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        raise RuntimeError("the simulator crashed")
+
+
+gym.register("asynca3c-test/RaisesOnStep-v0", entry_point=RaisesOnStep)
+
+
+def test_a_cancel_while_a_faulted_vector_is_rebuilt_waits_for_it_and_closes_it(run_on):
+    """The replacement is made in a thread that cannot be stopped: the cancel waits for it and closes what
+    it made, rather than leaving a vector (an emulator's threads) behind unclosed."""
+    from asynca3c.core.actions import for_spec as actions_for
+    from asynca3c.core.envs import ObsEncoder, inspect_env, make_vector_env
+    from asynca3c.runtime.agent import Agent, EpsilonSchedule
+    from asynca3c.runtime.faults import FaultPolicy
+    from asynca3c.runtime.progress import Progress
+
+    env_id = "asynca3c-test/RaisesOnStep-v0"
+    entered, release, made = threading.Event(), threading.Event(), []
+
+    def make_envs():
+        entered.set()
+        release.wait(10)
+        made.append(make_vector_env(env_id, 2))
+        return made[-1]
+
+    class Uniform:
+        async def infer(self, obs):
+            return np.full((len(obs), 2), 0.5, np.float32), 0
+
+    async def main():
+        spec = inspect_env(env_id)
+        progress = Progress(10, None)
+        agent = Agent(envs=make_vector_env(env_id, 2), make_envs=make_envs, encoder=ObsEncoder(spec),
+                      policy=Uniform(), actions=actions_for(spec), queue=asyncio.Queue(), n_step=2, gamma=0.9,
+                      epsilon=EpsilonSchedule(0.0, 0.0, 0), progress=progress, seed=0,
+                      faults=FaultPolicy(True, 100, progress))
+        task = asyncio.create_task(agent.run())
+        assert await until(entered.is_set, 10)
+        task.cancel()
+        await asyncio.sleep(0.1)
+        waited = not task.done()  # the cancel waits for the thread that makes the replacement
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return waited, progress.env_faults
+
+    waited, faults = run_on(main())
+    assert waited and faults == 1
+    assert len(made) == 1 and made[0].closed

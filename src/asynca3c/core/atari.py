@@ -131,6 +131,14 @@ def _raw_env(env_id: str, *, render_mode: str | None = None,
                     max_num_frames_per_episode=max_episode_frames, render_mode=render_mode)
 
 
+def lost_a_life(lives: Any, before: Any, game_over: Any) -> np.ndarray:
+    """Where a step lost a life that ends a training episode (arrays or scalars): lives fell while the game
+    goes on, and only while lives remain, as SB3's EpisodicLifeEnv (some games show 0 lives a few frames
+    before their game over)."""
+    lives = np.asarray(lives)
+    return (lives < np.asarray(before)) & (lives > 0) & ~np.asarray(game_over, bool)
+
+
 class _FireReset(gym.Wrapper):
     """After the game's reset, one frame of FIRE (as ale-py's C++ ``use_fire_reset``), under the no-ops."""
 
@@ -181,7 +189,7 @@ class _LifeEpisodes(gym.Wrapper):
         obs, reward, term, trunc, info = self.env.step(action)
         lives = int(info["lives"])
         game_over = bool(term or trunc)
-        if not game_over and 0 < lives < self._lives:
+        if lost_a_life(lives, self._lives, game_over):
             if self.episodic:
                 term, self._continue = True, True
             else:
@@ -255,8 +263,7 @@ class AtariLives(VectorWrapper):
         term, trunc = np.array(term, dtype=bool), np.array(trunc, dtype=bool)
         game_over = term | trunc
         lives = np.asarray(info["lives"], np.int64)
-        # as SB3's EpisodicLifeEnv, only while lives remain: some games show 0 a few frames before game over
-        lost = (lives < self._lives) & (lives > 0) & ~game_over & ~restart & ~self._ended
+        lost = lost_a_life(lives, self._lives, game_over) & ~restart & ~self._ended
         if not self.episodic:  # the game goes on; FIRE serves the next ball, as in training
             self._restart = lost if self.reset_action else np.zeros_like(lost)
         else:

@@ -116,9 +116,8 @@ class _VectorAgent:
                 cause: Exception | None = None
                 try:
                     if self.offload_step:
-                        self._stepping = asyncio.ensure_future(self._in_thread(self.envs.step,
-                                                                               self.actions.to_env(actions)))
-                        raw, rew, term, trunc, info = await asyncio.shield(self._stepping)
+                        raw, rew, term, trunc, info = await self._on_envs(self.envs.step,
+                                                                          self.actions.to_env(actions))
                     else:
                         raw, rew, term, trunc, info = self.envs.step(self.actions.to_env(actions))
                     rew = np.asarray(rew, dtype=np.float64).reshape(V)
@@ -166,9 +165,7 @@ class _VectorAgent:
         while True:
             try:
                 if self.offload_step:  # 16 emulators' first reset takes seconds: off the loop, as steps
-                    self._stepping = asyncio.ensure_future(self._in_thread(functools.partial(self.envs.reset,
-                                                                                             seed=seed)))
-                    raw, _ = await asyncio.shield(self._stepping)
+                    raw, _ = await self._on_envs(functools.partial(self.envs.reset, seed=seed))
                 else:
                     raw, _ = self.envs.reset(seed=seed)
                 obs, what = encode_checked(self.encode, raw, self.num_envs)
@@ -198,12 +195,27 @@ class _VectorAgent:
             self.faults.record(f"{self.name} ({self.num_envs} x {self.encode.spec.env_id})", what, cause)
             if make_envs is None:
                 raise EnvFault(f"{self.name}: {what}") from cause
-            await self._in_thread(_close_quietly, self.envs)
+            await self._on_envs(_close_quietly, self.envs)
             try:
-                self.envs = await self._in_thread(make_envs)
+                self.envs = await self._on_envs(make_envs)
                 return
+            except asyncio.CancelledError:  # a vector made after all must not outlive the run unclosed
+                made = self._stepping
+                if made is not None and made.done() and not made.cancelled() and made.exception() is None:
+                    _close_quietly(made.result())
+                raise
             except Exception as exc:
                 what, cause = f"making a replacement failed: {describe_exception(exc)}", exc
+
+    async def _on_envs(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in a thread, as the one call on the environments in flight: a cancel waits for it
+        to end (it cannot be stopped half-way), so ``run``'s finally never closes the vector under it."""
+        self._stepping = asyncio.ensure_future(self._in_thread(fn, *args))
+        try:
+            return await asyncio.shield(self._stepping)
+        except asyncio.CancelledError:
+            await asyncio.wait([self._stepping])
+            raise
 
     def _begin(self, obs: np.ndarray) -> None:
         """The first observations, before any step (and after a fault replaced the envs)."""
