@@ -40,10 +40,14 @@ class Learner:
         self.version = 0
         self.nonfinite_in_a_row = 0
         self.unshipped = 0  # updates whose weights no reply has carried yet (Config.weights_every)
+        # the weights a step returns are copies; a worker that ships (or drops) them before its next step
+        # turns this off and gets the CPU model's own tensors (a Nature CNN: 6.7 MB less copied per update)
+        self.copy_weights = True
 
     def cpu_weights(self) -> list[torch.Tensor]:
-        """A CPU copy of what the acting network needs (``ActorCritic.shipped``)."""
-        return [p.detach().to("cpu", copy=True) for p in self.model.shipped()]
+        """What the acting network needs (``ActorCritic.shipped``) on the CPU: copies, or with
+        ``copy_weights`` off the tensors themselves where the model is on the CPU (valid until the next step)."""
+        return [p.detach().to("cpu", copy=self.copy_weights) for p in self.model.shipped()]
 
     def state(self) -> dict:
         """Model and optimizer state plus the version, as CPU tensors (safe to save)."""

@@ -28,6 +28,7 @@ def answer(learner: Learner | None, op: str, arg) -> tuple[Learner | None, objec
         if not isinstance(arg, LearnerSpec):
             raise TypeError(f"init needs a LearnerSpec, got {type(arg).__name__}")
         learner = arg.build()
+        learner.copy_weights = False  # each reply is packed or pickled before the next request is read
         return learner, learner.version
     if learner is None:
         raise RuntimeError(f"learner request {op!r} before 'init'")
