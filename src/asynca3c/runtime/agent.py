@@ -26,7 +26,7 @@ from asynca3c.core.rewards import TrainingReward
 from asynca3c.errors import EnvFault
 from asynca3c.runtime.faults import FaultPolicy, checked_reward, describe_exception, encode_checked
 from asynca3c.runtime.progress import Progress
-from asynca3c.runtime.work_threads import WorkThreads
+from asynca3c.runtime.work_threads import WorkThreads, in_thread
 
 
 def _close_quietly(envs) -> None:
@@ -82,8 +82,8 @@ class _VectorAgent:
         # Pixel environments (an emulator stepping 16 games: milliseconds) step in a thread, off the loop;
         # ale-py's vector env releases the GIL while its threads emulate
         self.offload_step = encoder.spec.obs_kind == "image"
-        self._stepping: asyncio.Future | None = None
-        self._in_thread = work.run if work is not None else asyncio.to_thread
+        self._env_call: asyncio.Future | None = None  # the call on the environments now in a thread (_on_envs)
+        self._in_thread = in_thread(work)
         # A recurrent policy's state per env, entering the next row: zeroed at every (re)start and after
         # every autoreset step, exactly where the learner's unroll zeroes it. Width 0: feed-forward.
         self.state_size = int(getattr(policy, "recurrent", False) and policy.model.state_size)
@@ -155,8 +155,8 @@ class _VectorAgent:
                 if message is not None and self.queue is not None:
                     await self.queue.put(message)
         finally:
-            if self._stepping is not None and not self._stepping.done():  # cancelled mid-step: let the thread
-                await asyncio.wait([self._stepping])  # finish before its environments close under it
+            if self._env_call is not None and not self._env_call.done():  # cancelled twice mid-call: let the
+                await asyncio.wait([self._env_call])  # thread finish before its environments close under it
             self.envs.close()
 
     async def _reset(self, seed: int) -> np.ndarray:
@@ -200,7 +200,7 @@ class _VectorAgent:
                 self.envs = await self._on_envs(make_envs)
                 return
             except asyncio.CancelledError:  # a vector made after all must not outlive the run unclosed
-                made = self._stepping
+                made = self._env_call
                 if made is not None and made.done() and not made.cancelled() and made.exception() is None:
                     _close_quietly(made.result())
                 raise
@@ -210,11 +210,11 @@ class _VectorAgent:
     async def _on_envs(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` in a thread, as the one call on the environments in flight: a cancel waits for it
         to end (it cannot be stopped half-way), so ``run``'s finally never closes the vector under it."""
-        self._stepping = asyncio.ensure_future(self._in_thread(fn, *args))
+        self._env_call = asyncio.ensure_future(self._in_thread(fn, *args))
         try:
-            return await asyncio.shield(self._stepping)
+            return await asyncio.shield(self._env_call)
         except asyncio.CancelledError:
-            await asyncio.wait([self._stepping])
+            await asyncio.wait([self._env_call])
             raise
 
     def _begin(self, obs: np.ndarray) -> None:

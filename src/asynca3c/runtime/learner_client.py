@@ -44,7 +44,7 @@ from asynca3c.errors import Asynca3cError, LearnerError
 from asynca3c.runtime import shm
 from asynca3c.runtime.faults import RestartWindow
 from asynca3c.runtime.wire import HEADER, close_worker, encode_frame, exit_status
-from asynca3c.runtime.work_threads import WorkThreads
+from asynca3c.runtime.work_threads import WorkThreads, in_thread
 
 
 class LearnerClient(Protocol):
@@ -143,7 +143,7 @@ class ProcessLearner:
     def __init__(self, spec: LearnerSpec, work: WorkThreads | None = None):
         """``work``: threads for the copies into and out of slots (default: asyncio's)."""
         self._spec = spec
-        self._in_thread = work.run if work is not None else asyncio.to_thread
+        self._in_thread = in_thread(work)
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task | None = None
         self._pending: collections.deque[asyncio.Future] = collections.deque()

@@ -16,7 +16,7 @@ import torch
 from asynca3c.core.actions import DiscreteActions, GaussianActions
 from asynca3c.core.model import ActorCritic
 from asynca3c.errors import LearnerError
-from asynca3c.runtime.work_threads import WorkThreads
+from asynca3c.runtime.work_threads import WorkThreads, in_thread
 
 
 class Predictor:
@@ -33,7 +33,7 @@ class Predictor:
         """``offload``: run forward passes off the loop (default: for a CNN), in ``work``'s threads
         (default: asyncio's)."""
         self.offload = getattr(model, "encoder", "mlp") != "mlp" if offload is None else offload
-        self._in_thread = work.run if work is not None else asyncio.to_thread
+        self._in_thread = in_thread(work)
         self._computing = False  # a forward pass is reading the weights in a thread
         self._deferred: tuple[int, Callable[[], None]] | None = None  # the newest weights, adopted after it
         self.model = model.eval()

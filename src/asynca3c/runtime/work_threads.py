@@ -20,15 +20,20 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 #: how long ``aclose`` waits for work still running (a forward pass, an env step) before it gives up
 CLOSE_TIMEOUT = 10.0
+
+
+def in_thread(work: WorkThreads | None) -> Callable[..., Awaitable[Any]]:
+    """How a part given ``work`` (or None, outside a run: asyncio's default threads) runs a call off the loop."""
+    return work.run if work is not None else asyncio.to_thread
 
 
 class WorkThreads:
