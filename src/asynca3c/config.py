@@ -121,6 +121,8 @@ class Config:
     entropy_coef: float = _f(0.0, "c_e: weight of the entropy term (+ c_e * sum p log p)")
     max_grad_norm: float = _f(0.5, "clip the gradient norm to this value (0: no clipping)")
     hidden: tuple = _f((64,), "sizes of the shared hidden layers (comma-separated) of the 'mlp' encoder")
+    separate_value: bool = _f(False, "the value head gets hidden layers of its own (of the sizes of hidden) "
+                                     "instead of sharing the policy's; a feed-forward 'mlp' encoder only")
     encoder: str = _f("auto", "what turns observations into features: 'mlp' (the hidden layers), 'nature' (the "
                               "Nature DQN CNN: 3 convolutions, 512 features) or 'a3c' (the A3C paper's smaller "
                               "CNN: 2 convolutions, 256 features) over uint8 images scaled to [0, 1] inside the "
@@ -247,6 +249,8 @@ class Config:
         need(self.encoder in ENCODER_NAMES, "encoder", ", ".join(ENCODER_NAMES))
         need(not self.recurrent or self.algorithm == "vtrace", "recurrent",
              "only with algorithm='vtrace' (n-step windows carry no recurrent state)")
+        need(not (self.separate_value and self.recurrent), "separate_value",
+             f"False with recurrent={self.recurrent!r} (the value head reads the core's output)")
         need(self.minibatches <= self.batch_envs, "minibatches", f"an integer <= batch_envs ({self.batch_envs})")
         need(_num(self.clip_ratio) and 0 <= self.clip_ratio < 1, "clip_ratio", "a number in [0, 1)")
         need(_num(self.target_kl) and 0 <= self.target_kl < float("inf"), "target_kl", "a finite number >= 0 (0: off)")

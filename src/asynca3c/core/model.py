@@ -64,6 +64,15 @@ def smallest_side(kind: str) -> int:
     return side
 
 
+def _mlp(width: int, hidden: tuple[int, ...]) -> tuple[nn.Sequential, int]:
+    """Linear layers of ``hidden``'s sizes with ReLUs after each, and their output width."""
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    return nn.Sequential(*layers), width
+
+
 def _orthogonal(module: nn.Module, gain: float) -> None:
     """Orthogonal weights and zero biases for every linear and convolutional layer of ``module`` (the
     initialization A2C/PPO's Atari networks use: gain sqrt(2) under ReLU, 0.01 for the policy, 1 for the value)."""
@@ -76,6 +85,10 @@ def _orthogonal(module: nn.Module, gain: float) -> None:
 
 class ActorCritic(nn.Module):
     """Shared hidden layers, an optional recurrent core, a policy head and a linear value head.
+
+    ``separate_value`` (feed-forward MLPs only) gives the value head hidden
+    layers of its own, of the same sizes, so the value loss no longer shapes
+    the policy's features (SB3's default for MLP policies).
 
     Discrete actions: the policy head gives logits of a softmax. Continuous
     (Box) actions: it gives the mean of a diagonal Gaussian, squashed into
@@ -102,7 +115,8 @@ class ActorCritic(nn.Module):
 
     def __init__(self, obs_dim: int, n_actions: int, hidden: tuple[int, ...] = (16,), continuous: bool = False,
                  obs_bounds: tuple | None = None, core: str = "", core_size: int = 64, running_norm: bool = False,
-                 log_std_init: float = 0.0, encoder: str = "mlp", obs_shape: tuple[int, ...] = ()):
+                 log_std_init: float = 0.0, encoder: str = "mlp", obs_shape: tuple[int, ...] = (),
+                 separate_value: bool = False):
         """``obs_bounds``: (low, high) of a Box observation space; dimensions with finite bounds are
         mapped onto [-1, 1] before the first layer (a velocity within +-0.07 is otherwise invisible).
         ``running_norm``: the other dimensions (all of them without ``obs_bounds``) are normalized by a
@@ -120,6 +134,8 @@ class ActorCritic(nn.Module):
             raise ValueError(f"encoder {encoder!r} needs obs_shape (C, H, W) of {obs_dim} values, not {obs_shape!r}")
         if encoder != "mlp" and (running_norm or obs_bounds is not None):
             raise ValueError(f"encoder {encoder!r} scales pixels to [0, 1] itself: no obs_bounds or running_norm")
+        if separate_value and (encoder != "mlp" or core):
+            raise ValueError(f"separate_value needs a feed-forward MLP, not encoder {encoder!r} with core {core!r}")
         norm_dim = obs_dim if encoder == "mlp" else 0  # a CNN needs no per-dimension normalization
         center, scale = torch.zeros(norm_dim), torch.ones(norm_dim)
         bounded = torch.zeros(obs_dim, dtype=torch.bool)
@@ -136,13 +152,11 @@ class ActorCritic(nn.Module):
             self.register_buffer("obs_mean", torch.zeros(obs_dim, dtype=torch.float64))
             self.register_buffer("obs_var", torch.ones(obs_dim, dtype=torch.float64))
             self.register_buffer("obs_running", ~bounded)  # the dimensions normalized this way
+        self.value_body: nn.Sequential | None = None
         if encoder == "mlp":
-            layers: list[nn.Module] = []
-            width = obs_dim
-            for h in hidden:
-                layers += [nn.Linear(width, h), nn.ReLU()]
-                width = h
-            self.body = nn.Sequential(*layers)
+            self.body, width = _mlp(obs_dim, hidden)
+            if separate_value:
+                self.value_body = _mlp(obs_dim, hidden)[0]
         else:
             self.body, width = cnn_encoder(encoder, self.obs_shape)
         self.core_kind, self.core_size = core, core_size if core else 0
@@ -163,6 +177,7 @@ class ActorCritic(nn.Module):
             _orthogonal(self.policy, 0.01)
             _orthogonal(self.value, 1.0)
         self.obs_dim, self.n_actions, self.hidden, self.continuous = obs_dim, n_actions, tuple(hidden), continuous
+        self.separate_value = separate_value
         self.channels_last = False
 
     def use_channels_last(self) -> ActorCritic:
@@ -213,24 +228,27 @@ class ActorCritic(nn.Module):
         if self.continuous:
             self.log_std.clamp_(LOG_STD_MIN, LOG_STD_MAX)
 
-    def _features(self, obs: torch.Tensor) -> torch.Tensor:
-        """Features of observation rows (any leading batch axis: rows of obs_dim, or images [B, C, H, W])."""
+    def _inputs(self, obs: torch.Tensor) -> torch.Tensor:
+        """What the encoder reads from observation rows (any leading batch axis: rows of obs_dim, or images
+        [B, C, H, W]): normalized rows, or images scaled to [0, 1]."""
         if self.encoder != "mlp":
             x = obs.reshape(-1, *self.obs_shape).to(torch.float32) * (1.0 / 255.0)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            return self.body(x)
+            return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
         x = (obs.reshape(len(obs), self.obs_dim).to(torch.float32) - self.obs_center) * self.obs_scale
-        if self.running_norm:
-            x = x.clamp(-OBS_CLIP, OBS_CLIP)
-        return self.body(x)
+        return x.clamp(-OBS_CLIP, OBS_CLIP) if self.running_norm else x
 
-    def _heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _feed_forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(policy output, values) of a network without a core."""
+        x = self._inputs(obs)
+        h = self.body(x)
+        return self._heads(h, h if self.value_body is None else self.value_body(x))
+
+    def _heads(self, h: torch.Tensor, h_value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.policy(h)
         if self.continuous:
             log_std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
             out = torch.cat([torch.tanh(out), log_std.expand_as(out)], dim=-1)
-        return out, self.value(h).squeeze(-1)
+        return out, self.value(h_value).squeeze(-1)
 
     def _advance(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of the core: (its output, the new state)."""
@@ -265,19 +283,19 @@ class ActorCritic(nn.Module):
         """(policy output [B, A] (logits) or [B, 2A] (mean | log_std), values [B]); feed-forward only."""
         if self.core is not None:
             raise TypeError("a recurrent network acts with step(obs, state) and learns with unroll(...)")
-        return self._heads(self._features(obs))
+        return self._feed_forward(obs)
 
     def step(self, obs: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor,
                                                                                torch.Tensor | None]:
         """One observation per row from ``state`` [B, state_size]: (policy output, values, new state).
         A feed-forward network ignores the state and returns None for it."""
         if self.core is None:
-            out, values = self._heads(self._features(obs))
+            out, values = self._feed_forward(obs)
             return out, values, None
         if state is None:
             state = self.initial_state(len(obs)).to(obs.device)
-        h, new_state = self._advance(self._features(obs), state)
-        out, values = self._heads(h)
+        h, new_state = self._advance(self.body(self._inputs(obs)), state)
+        out, values = self._heads(h, h)
         return out, values, new_state
 
     def unroll(self, obs: torch.Tensor, state0: torch.Tensor | None, valid: torch.Tensor | None
@@ -291,9 +309,9 @@ class ActorCritic(nn.Module):
         (truncated backpropagation through time).
         """
         L, E = obs.shape[:2]
-        x = self._features(obs.reshape(L * E, *obs.shape[2:]))
         if self.core is None:
-            return self._heads(x)
+            return self._feed_forward(obs.reshape(L * E, *obs.shape[2:]))
+        x = self.body(self._inputs(obs.reshape(L * E, *obs.shape[2:])))
         assert state0 is not None and valid is not None
         # Steps after which some env starts an episode, found once on the host (not one sync per step).
         resets = (~valid[:L - 1]).any(dim=1).tolist() if L > 1 else []
@@ -314,7 +332,8 @@ class ActorCritic(nn.Module):
                     state = state * keep[t - 1]
                 h, state = self._advance(x[t], state)
                 outputs.append(h)
-        return self._heads(torch.cat(outputs))
+        h = torch.cat(outputs)
+        return self._heads(h, h)
 
     def action_params(self, out: torch.Tensor) -> torch.Tensor:
         """What agents sample from: probabilities, or ``[mean | std]``."""
@@ -341,7 +360,8 @@ def describe_network(model: ActorCritic) -> dict:
     """The shape of ``model`` as plain values (checkpoints, the learner worker): ``build_network`` rebuilds it."""
     return {"obs_dim": model.obs_dim, "n_actions": model.n_actions, "hidden": list(model.hidden),
             "continuous": model.continuous, "core": model.core_kind, "core_size": model.core_size,
-            "running_norm": model.running_norm, "encoder": model.encoder, "obs_shape": list(model.obs_shape)}
+            "running_norm": model.running_norm, "encoder": model.encoder, "obs_shape": list(model.obs_shape),
+            "separate_value": model.separate_value}
 
 
 def build_network(network: dict, device: str | torch.device = "cpu") -> ActorCritic:
@@ -354,7 +374,8 @@ def build_network(network: dict, device: str | torch.device = "cpu") -> ActorCri
                            core_size=int(network.get("core_size") or 64),
                            running_norm=bool(network.get("running_norm", False)),
                            encoder=str(network.get("encoder", "mlp")),
-                           obs_shape=tuple(network.get("obs_shape") or ()))
+                           obs_shape=tuple(network.get("obs_shape") or ()),
+                           separate_value=bool(network.get("separate_value", False)))
 
 
 @dataclass

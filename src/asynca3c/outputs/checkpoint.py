@@ -283,7 +283,7 @@ def _check_network(net: object) -> None:
         raise _Invalid(f"hidden must be a non-empty list of ints >= 1, not {_short(hidden)}")
     if net.get("env_wrapper", "") not in ("", *ENV_WRAPPERS):
         raise _Invalid(f"env_wrapper must be one of {('', *ENV_WRAPPERS)}, not {_short(net['env_wrapper'])}")
-    for key in ("continuous", "running_norm"):
+    for key in ("continuous", "running_norm", "separate_value"):
         if not isinstance(net.get(key, False), bool):
             raise _Invalid(f"{key} must be a bool, not {_short(net[key])}")
     if net.get("encoder", "mlp") not in ENCODERS:
@@ -296,6 +296,8 @@ def _check_network(net: object) -> None:
                        f"encoder, not {_short(shape)}")
     if net.get("core", "") not in CORES:
         raise _Invalid(f"core must be one of {CORES}, not {_short(net['core'])}")
+    if net.get("separate_value") and (net.get("encoder", "mlp") != "mlp" or net.get("core")):
+        raise _Invalid("separate_value must be false with a CNN encoder or a recurrent core")
     if net.get("core") and not (_is_int(net.get("core_size"), 1) and net["core_size"] <= INT_RANGES["core_size"][1]):
         raise _Invalid(f"core_size must be an int in [1, {INT_RANGES['core_size'][1]}], not "
                        f"{_short(net.get('core_size'))}")
@@ -422,12 +424,13 @@ def check_matches(payload: dict, env: str, obs_dim: int, n_actions: int, config:
     net = payload["network"]
     mine = {"env": env, "obs_dim": obs_dim, "n_actions": n_actions, "hidden": list(config.hidden),
             "core": config.recurrent, "core_size": config.core_size if config.recurrent else 0,
-            "running_norm": config.running_obs_norm, "encoder": encoder}
+            "running_norm": config.running_obs_norm, "encoder": encoder, "separate_value": config.separate_value}
     if encoder != "mlp":
         del mine["hidden"]
         mine["obs_shape"] = [int(x) for x in obs_shape]
     # what checkpoints without these entries hold
-    older = {"core": "", "core_size": 0, "running_norm": False, "encoder": "mlp", "obs_shape": []}
+    older = {"core": "", "core_size": 0, "running_norm": False, "encoder": "mlp", "obs_shape": [],
+             "separate_value": False}
     theirs = {k: net.get(k, older.get(k)) for k in mine}
     if "hidden" in mine:
         theirs["hidden"] = list(theirs["hidden"] or [])
