@@ -66,7 +66,7 @@ def test_cnns_scale_pixels_inside_and_give_their_feature_width(encoder, features
     assert out.shape == (3, 6) and values.shape == (3,)
     assert model.policy.in_features == features
     # the same images as floats in [0, 1] through the body give the same features: scaling is inside
-    torch.testing.assert_close(model._features(frames), model.body(frames.float() / 255))
+    torch.testing.assert_close(model.body(model._inputs(frames)), model.body(frames.float() / 255))
     # segments [L, E, C, H, W] unroll to the same outputs as one batch
     unrolled, unrolled_values = model.unroll(frames.reshape(3, 1, 4, 84, 84), None, None)
     torch.testing.assert_close(unrolled, out)
