@@ -84,3 +84,13 @@ def test_a_run_learns_and_saves_a_network_that_eval_and_resume_rebuild(tmp_path)
     assert env_id == "CartPole-v1" and model.value_body is not None
     with pytest.raises(CheckpointError, match="separate_value: checkpoint True, this run False"):
         asyncio.run(Trainer(Config(**{**SMALL, "separate_value": False}), resume_from=tmp_path).run())
+
+
+def test_a_network_entry_with_a_separate_value_and_a_cnn_or_a_core_is_refused():
+    from asynca3c.outputs import checkpoint
+    base = {"env": "X-v0", "obs_dim": 4, "n_actions": 2, "hidden": [8], "separate_value": True}
+    checkpoint._check_network(base)  # an MLP: fine
+    for bad in ({"core": "lstm", "core_size": 8}, {"encoder": "nature", "obs_dim": 4 * 84 * 84,
+                                                   "obs_shape": [4, 84, 84]}):
+        with pytest.raises(checkpoint._Invalid, match="separate_value must be false with a CNN encoder or a recurrent core"):
+            checkpoint._check_network({**base, **bad})
