@@ -70,6 +70,9 @@ def test_it_is_refused_where_there_are_no_hidden_layers_of_its_own_to_give():
         Config(separate_value=True, recurrent="lstm")
     with pytest.raises(ValueError, match="separate_value needs a feed-forward MLP, not encoder 'nature'"):
         ActorCritic(4 * 84 * 84, 6, separate_value=True, encoder="nature", obs_shape=(4, 84, 84))
+    from pixel_env import register
+    with pytest.raises(ConfigError, match="encoder='a3c': separate_value needs a feed-forward MLP, not encoder 'a3c'"):
+        train(Config(env=register(), encoder="a3c", separate_value=True, seconds=0.5))
 
 
 SMALL = dict(env="CartPole-v1", deterministic=True, agents=1, envs_per_agent=16, eval_envs=0, batch_envs=16,
@@ -92,5 +95,6 @@ def test_a_network_entry_with_a_separate_value_and_a_cnn_or_a_core_is_refused():
     checkpoint._check_network(base)  # an MLP: fine
     for bad in ({"core": "lstm", "core_size": 8}, {"encoder": "nature", "obs_dim": 4 * 84 * 84,
                                                    "obs_shape": [4, 84, 84]}):
-        with pytest.raises(checkpoint._Invalid, match="separate_value must be false with a CNN encoder or a recurrent core"):
+        with pytest.raises(checkpoint._Invalid, match="separate_value must be false with a CNN encoder or a "
+                                                      "recurrent core"):
             checkpoint._check_network({**base, **bad})

@@ -135,7 +135,8 @@ class ActorCritic(nn.Module):
         if encoder != "mlp" and (running_norm or obs_bounds is not None):
             raise ValueError(f"encoder {encoder!r} scales pixels to [0, 1] itself: no obs_bounds or running_norm")
         if separate_value and (encoder != "mlp" or core):
-            raise ValueError(f"separate_value needs a feed-forward MLP, not encoder {encoder!r} with core {core!r}")
+            raise ValueError(f"separate_value needs a feed-forward MLP, not encoder {encoder!r} with core {core!r}: "
+                             "only an MLP's hidden layers can be given to the value head; turn it off")
         norm_dim = obs_dim if encoder == "mlp" else 0  # a CNN needs no per-dimension normalization
         center, scale = torch.zeros(norm_dim), torch.ones(norm_dim)
         bounded = torch.zeros(obs_dim, dtype=torch.bool)

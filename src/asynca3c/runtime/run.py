@@ -146,9 +146,6 @@ def encoder_for(cfg: Config, spec: EnvSpec) -> str:
 def new_network(cfg: Config, spec: EnvSpec, continuous: bool) -> ActorCritic:
     """The run's network before training: its encoder, core and heads for ``spec``'s spaces."""
     encoder = encoder_for(cfg, spec)
-    if cfg.separate_value and encoder != "mlp":
-        raise ConfigError(f"separate_value=True is not allowed with encoder={encoder!r}: only an 'mlp' encoder "
-                          "has hidden layers to give the value head; turn it off")
     bounds = (spec.obs_low, spec.obs_high) if cfg.normalize_obs and spec.obs_low else None
     if cfg.normalize_obs and spec.obs_kind == "image":  # uint8 pixels under an MLP: their range is 0-255
         bounds = ((0.0,) * spec.obs_dim, (255.0,) * spec.obs_dim)
@@ -157,7 +154,7 @@ def new_network(cfg: Config, spec: EnvSpec, continuous: bool) -> ActorCritic:
                            core_size=cfg.core_size, running_norm=cfg.running_obs_norm,
                            log_std_init=cfg.log_std_init, encoder=encoder, obs_shape=spec.obs_shape,
                            separate_value=cfg.separate_value)
-    except ValueError as e:  # an image too small for the CNN
+    except ValueError as e:  # the network's own refusals: an image too small for the CNN, a separate value there
         raise ConfigError(f"encoder={encoder!r}: {e}") from None
 
 
