@@ -51,3 +51,5 @@ def register() -> str:
     if ENV_ID not in gym.registry:
         gym.register(ENV_ID, entry_point=SquareSide, reward_threshold=9.0)
     return ENV_ID
+
+register()

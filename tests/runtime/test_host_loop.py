@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 
 import gymnasium as gym
@@ -28,6 +29,9 @@ def test_blocking_setup_saving_and_evaluation_run_off_the_loop(monkeypatch, tmp_
     original_init = model_module.ActorCritic.__init__
     monkeypatch.setattr(model_module.ActorCritic, "__init__", spy("ActorCritic", original_init))
     monkeypatch.setattr(checkpoint, "save", spy("checkpoint.save", checkpoint.save))
+    # uvloop forks the whole trainer on the loop's thread (50-90 ms with torch loaded): the learner's
+    # process is started from a thread instead
+    monkeypatch.setattr(subprocess, "Popen", spy("subprocess.Popen", subprocess.Popen))
 
     async def main():
         cfg = Config(agents=1, envs_per_agent=8, batch_envs=8, final_eval_episodes=3, log_interval=0.2)
@@ -38,6 +42,6 @@ def test_blocking_setup_saving_and_evaluation_run_off_the_loop(monkeypatch, tmp_
     result = asyncio.run(main())
     assert result.eval_episodes == 3
     names = {name for name, _ in calls}
-    assert {"gym.make", "gym.make_vec", "ActorCritic", "checkpoint.save"} <= names, names
+    assert {"gym.make", "gym.make_vec", "ActorCritic", "checkpoint.save", "subprocess.Popen"} <= names, names
     on_loop = [name for name, on in calls if on]
     assert on_loop == [], on_loop

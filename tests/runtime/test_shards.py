@@ -239,3 +239,35 @@ def test_a_shard_error_ends_the_command_with_status_1_and_one_line(monkeypatch, 
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["asynca3c: error: shard 0's process died (signal 9, SIGKILL); shards were lost 4 times within "
                    "10 minutes"]
+
+
+def test_shards_take_turns_at_a_full_queue():
+    """Two shards whose next message is always ready: each gets half of the queue's places. With a bare
+    ``Queue.put`` the first took 999 of 1,000 (a woken putter finds its place taken and goes to the back)."""
+    import collections
+
+    from asynca3c.runtime.shard_client import ShardClient
+
+    async def main_():
+        queue: asyncio.Queue = asyncio.Queue(2)
+        turns = asyncio.Lock()
+        clients = [ShardClient(i, None, queue=queue, progress=None, predictor=None, budget=None, timeout=1.0,
+                               turns=turns) for i in range(2)]
+
+        async def reader(client):
+            while True:
+                await asyncio.sleep(0)  # its next frame is already in the pipe
+                await client._put(client.index)
+
+        tasks = [asyncio.ensure_future(reader(c)) for c in clients]
+        taken: collections.Counter = collections.Counter()
+        for _ in range(1000):
+            taken[await queue.get()] += 1
+            await asyncio.sleep(0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return taken
+
+    taken = asyncio.run(main_())
+    assert min(taken[0], taken[1]) >= 450, taken

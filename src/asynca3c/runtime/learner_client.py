@@ -27,7 +27,6 @@ import collections
 import dataclasses
 import logging
 import pickle
-import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +42,7 @@ from asynca3c.core.model import ActorCritic
 from asynca3c.errors import Asynca3cError, LearnerError
 from asynca3c.runtime import shm
 from asynca3c.runtime.faults import RestartWindow
-from asynca3c.runtime.wire import HEADER, close_worker, encode_frame, exit_status
+from asynca3c.runtime.wire import HEADER, WorkerProcess, close_worker, encode_frame, exit_status, spawn_worker
 from asynca3c.runtime.work_threads import WorkThreads, in_thread
 
 
@@ -144,7 +143,7 @@ class ProcessLearner:
         """``work``: threads for the copies into and out of slots (default: asyncio's)."""
         self._spec = spec
         self._in_thread = in_thread(work)
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: WorkerProcess | None = None
         self._reader: asyncio.Task | None = None
         self._pending: collections.deque[asyncio.Future] = collections.deque()
         self._dead: LearnerDied | None = None
@@ -160,11 +159,7 @@ class ProcessLearner:
 
     async def start(self) -> None:
         """Start the worker and build the network there (about a second: it imports torch)."""
-        # A session of its own: a terminal's Ctrl-C or a SIGTERM to the host's process group is the host's to
-        # handle (it closes our pipe); it must not kill the worker behind its back.
-        self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "asynca3c.runtime.learner_worker",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True)
+        self._proc = await spawn_worker("asynca3c.runtime.learner_worker")
         self.pid = self._proc.pid
         self._reader = asyncio.get_running_loop().create_task(self._read_replies(), name="asynca3c-learner-io")
         try:
@@ -283,7 +278,7 @@ class ProcessLearner:
                 return await self._through_slots(op, batch, lr_factor, frames)
         return await self._send(op, arg)
 
-    def _check_open(self) -> asyncio.subprocess.Process:
+    def _check_open(self) -> WorkerProcess:
         if self._dead is not None and not self._closed_alive:  # died (a restart may follow), maybe closed since
             raise LearnerDied(self._dead.how)
         if self._proc is None:  # closed while alive: its exit is not a death, and nothing restarts it

@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from asynca3c.config import Config
@@ -47,6 +48,7 @@ from asynca3c.runtime.predictor import Predictor
 from asynca3c.runtime.progress import Progress
 from asynca3c.runtime.shard import ShardSpec
 from asynca3c.runtime.shard_client import ProcessShard, RestartBudget, ShardClient
+from asynca3c.runtime.shard_frames import FrameRing, segment_frame_bytes
 from asynca3c.runtime.updates import STOP, DirectLearning, lr_factor, segment_update_task, update_task
 from asynca3c.runtime.work_threads import WorkThreads
 
@@ -197,6 +199,7 @@ class TrainingRun:
             self.progress.restore(resume["counters"])
             self.predictor.version = int(resume["version"])
         self.agents: list[AnyAgent | ShardClient] = []
+        self.shard_frames: FrameRing | None = None  # process shards' segment frames, through shared memory
         self._save_lock = threading.Lock()
 
     async def start(self) -> None:
@@ -230,6 +233,8 @@ class TrainingRun:
                 for agent in self.agents:
                     await agent.aclose()
             finally:
+                if self.shard_frames is not None:
+                    self.shard_frames.close()
                 await self.work.aclose()
 
     def row(self) -> MetricsRow:
@@ -387,7 +392,7 @@ class TrainingRun:
         self._check_shippable()
         budget = RestartBudget(cfg.max_shard_restarts, self.progress)
         common: dict[str, Any] = dict(queue=self.queue, progress=self.progress, predictor=self.predictor, budget=budget,
-                                      timeout=cfg.shard_timeout)
+                                      timeout=cfg.shard_timeout, turns=asyncio.Lock())
         shards: list[ShardClient]
         if cfg.ray:
             from asynca3c.runtime import ray_shards
@@ -398,10 +403,21 @@ class TrainingRun:
             shards = [ray_shards.RayShard(i, functools.partial(self._shard_spec, i), options=options, store=store,
                                           **common) for i in range(cfg.shards)]
         else:
-            shards = [ProcessShard(i, functools.partial(self._shard_spec, i), **common) for i in range(cfg.shards)]
+            self.shard_frames = self._frame_ring()
+            shards = [ProcessShard(i, functools.partial(self._shard_spec, i), frames=self.shard_frames, **common)
+                      for i in range(cfg.shards)]
         self.agents = list(shards)
         for shard in shards:  # one at a time: shards importing torch at once starve the host's loop of a core
             await shard.start()
+
+    def _frame_ring(self) -> FrameRing | None:
+        """Where process shards put their segments' frames: a shared-memory ring for images, when segments
+        are what agents ship; None (the pipe) otherwise."""
+        cfg, spec = self.config, self.spec
+        if cfg.algorithm != "vtrace" or spec.obs_kind != "image":
+            return None
+        size = segment_frame_bytes(cfg.segment_length, cfg.envs_per_agent, spec.obs_shape, np.uint8)
+        return FrameRing.for_shards(cfg.shards, size)
 
     def _check_shippable(self) -> None:
         """Shards rebuild the environment source in a new process: it must pickle, by reference to a module
@@ -439,7 +455,8 @@ class TrainingRun:
                          weights={k: v.detach().clone() for k, v in model.state_dict().items()},
                          version=self.predictor.version, index=index, agents=indices,
                          seeds=[seeds[i] for i in indices], eval_seed=seeds[-1] if index == 0 else None,
-                         start_steps=self.progress.env_steps // cfg.shards)
+                         start_steps=self.progress.env_steps // cfg.shards,
+                         frames=None if self.shard_frames is None else self.shard_frames.grant(index))
 
     async def _monitor(self) -> None:
         """Enforce the budget, report progress every ``log_interval`` seconds, checkpoint every ``save_every``."""

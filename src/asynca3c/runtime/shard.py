@@ -30,6 +30,7 @@ from asynca3c.runtime.env_sources import EnvSource
 from asynca3c.runtime.faults import FaultPolicy, first_error
 from asynca3c.runtime.predictor import Predictor
 from asynca3c.runtime.progress import Progress
+from asynca3c.runtime.shm import WriterGrant
 
 
 @dataclass
@@ -48,6 +49,8 @@ class ShardSpec:
     eval_seed: int | None  # the evaluation agent's, on the shard that runs it
     #: its share of the run's env steps so far: where its epsilon schedule resumes after a restart or resume
     start_steps: int = 0
+    #: its slots of the trainer's shared-memory ring for segments' frames (None: frames go by pipe)
+    frames: WriterGrant | None = None
 
 
 @dataclass

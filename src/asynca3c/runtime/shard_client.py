@@ -23,6 +23,7 @@ does not load) stops the run with that error: a restart would meet it again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import pickle
 import sys
 from collections.abc import Callable
@@ -34,7 +35,8 @@ from asynca3c.runtime.faults import RestartWindow
 from asynca3c.runtime.predictor import Predictor
 from asynca3c.runtime.progress import Progress
 from asynca3c.runtime.shard import ShardReport, ShardSpec
-from asynca3c.runtime.wire import close_worker, encode_frame, exit_status, read_frame_async
+from asynca3c.runtime.shard_frames import FrameRing
+from asynca3c.runtime.wire import WorkerProcess, close_worker, encode_frame, exit_status, read_frame_async, spawn_worker
 
 #: Longest wait for a new shard to say it is ready (it imports torch and makes its environments).
 START_TIMEOUT = 120.0
@@ -78,10 +80,13 @@ class ShardClient:
     kind = "shard"
 
     def __init__(self, index: int, spec_for: Callable[[int], ShardSpec], *, queue: asyncio.Queue,
-                 progress: Progress, predictor: Predictor, budget: RestartBudget, timeout: float):
-        """``spec_for(restarts)``: the spec of the shard's next incarnation (fresh seeds after a restart)."""
+                 progress: Progress, predictor: Predictor, budget: RestartBudget, timeout: float,
+                 turns: asyncio.Lock | None = None):
+        """``spec_for(restarts)``: the spec of the shard's next incarnation (fresh seeds after a restart).
+        ``turns``: one lock for all of a run's shards, so they take turns at a full queue (``_put``)."""
         self.index, self._spec_for = index, spec_for
         self.queue, self.progress, self.predictor = queue, progress, predictor
+        self._turns = turns if turns is not None else asyncio.Lock()
         self.budget, self.timeout = budget, timeout
         self.restarts = 0
         self.stopping = False
@@ -171,7 +176,7 @@ class ShardClient:
                 kind = frame[0]
                 if kind == "msg":
                     self._apply(frame[2])
-                    await self.queue.put(frame[1])
+                    await self._put(frame[1])
                 elif kind == "report":
                     self._apply(frame[1])
                 elif kind == "stopped":
@@ -180,6 +185,14 @@ class ShardClient:
                 elif kind == "error":
                     self._apply(frame[3])
                     raise self._remote_error(frame[1], frame[2])
+
+    async def _put(self, message) -> None:
+        """``message`` onto the run's queue, in turn with the other shards. A bare ``Queue.put`` is not fair:
+        a reader whose next message is already in its pipe takes each freed place before the woken reader of
+        another shard runs, and starved that shard for tens of seconds once frames no longer went through
+        the pipe. ``asyncio.Lock`` is first come, first served."""
+        async with self._turns:
+            await self.queue.put(message)
 
     def _apply(self, report: ShardReport) -> None:
         report.apply(self.progress)
@@ -233,9 +246,11 @@ class ProcessShard(ShardClient):
 
     kind = "process"
 
-    def __init__(self, *args, **kw):
+    def __init__(self, *args, frames: FrameRing | None = None, **kw):
+        """``frames``: the run's ring for segments' frames (this shard writes into its grant); None: by pipe."""
         super().__init__(*args, **kw)
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: WorkerProcess | None = None
+        self._frames = frames
 
     @property
     def pid(self) -> int | None:
@@ -244,11 +259,7 @@ class ProcessShard(ShardClient):
 
     async def _spawn(self, spec: ShardSpec) -> None:
         blob = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
-        # A session of its own, like the learner's: a Ctrl-C is the trainer's to handle, not the shard's.
-        proc = self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "asynca3c.runtime.shard_worker",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True)
-        assert proc.stdin is not None and proc.stdout is not None  # started with pipes
+        proc = self._proc = await spawn_worker("asynca3c.runtime.shard_worker")
         try:
             proc.stdin.write(encode_frame(("init", list(sys.path), blob)))
             await proc.stdin.drain()
@@ -272,6 +283,12 @@ class ProcessShard(ShardClient):
         frame = await read_frame_async(proc.stdout)
         if frame is None:
             raise ShardDied(f"died ({exit_status(await proc.wait())})")
+        if frame[0] == "msg" and frame[3] is not None:  # a segment whose frames wait in a slot
+            message, report, ref = frame[1:]
+            assert self._frames is not None  # a shard writes into slots only when it was given some
+            obs = self._frames.take(ref)
+            self._send(("release", ref.slot))
+            frame = ("msg", dataclasses.replace(message, obs=obs), report)
         return [frame]
 
     async def _send_weights(self, version: int, weights: list[np.ndarray]) -> bool:
@@ -286,11 +303,15 @@ class ProcessShard(ShardClient):
         return True
 
     def _send_stop(self) -> None:
+        self._send(("stop",))
+
+    def _send(self, frame: tuple) -> None:
+        """A small frame to the shard, without waiting for the pipe (lost if the shard is gone)."""
         proc = self._proc
         if proc is None or proc.returncode is not None or proc.stdin is None:
             return
         try:
-            proc.stdin.write(encode_frame(("stop",)))
+            proc.stdin.write(encode_frame(frame))
         except (ConnectionError, RuntimeError):
             pass
 

@@ -4,9 +4,11 @@ The parent (``shard_client.ProcessShard``) is the only peer. Frames
 (``asynca3c.runtime.wire``) in on stdin: first ``("init", sys_path, spec)``
 with the pickled ``ShardSpec`` (unpickled only once the parent's import path
 is known, so an env factory from the host's modules loads here too), then
-``("weights", version, arrays)`` and ``("stop",)``. Frames out on stdout:
-``("ready",)``, then ``("msg", message, report)`` for each message of the
-agents, ``("report", report)`` every ``BEAT`` seconds (the parent takes a long
+``("weights", version, arrays)``, ``("release", slot)`` and ``("stop",)``.
+Frames out on stdout: ``("ready",)``, then ``("msg", message, report, ref)``
+for each message of the agents (``ref``: the shared-memory slot that holds a
+segment's frames, which then travel without them, see ``shard_frames``; or
+None), ``("report", report)`` every ``BEAT`` seconds (the parent takes a long
 silence for a hang), and last ``("stopped", report)`` or
 ``("error", exception, traceback, report)``. The shard runs on uvloop; the
 output pipe's writes wait until the pipe has taken them (the parent reads it
@@ -17,6 +19,7 @@ agents back here as it does on the trainer's loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import pickle
 import signal
@@ -24,7 +27,9 @@ import sys
 import traceback
 from typing import Any
 
+from asynca3c.core.messages import Segment
 from asynca3c.runtime.shard import Shard, ShardReport
+from asynca3c.runtime.shard_frames import FrameWriter
 from asynca3c.runtime.uvloop_runner import run_on_uvloop
 from asynca3c.runtime.wire import encode_frame, portable, read_frame_async
 
@@ -78,21 +83,32 @@ async def _serve(reader: asyncio.StreamReader, send) -> None:
     except OSError:  # noqa: S110 - a priority the system refuses leaves this one; acting still works
         pass
 
+    frames: FrameWriter | None = None
+
     async def ship(message: Any, report: ShardReport) -> None:
-        await send(("msg", message, report))
+        ref = None
+        if frames is not None and isinstance(message, Segment):
+            ref = await frames.put(message.obs)
+            if ref is not None:  # the frames are in the slot: the segment goes without them
+                message = dataclasses.replace(message, obs=message.obs[:0])
+        await send(("msg", message, report, ref))
 
     shard: Shard | None = None
     try:
+        if spec.frames is not None:
+            frames = FrameWriter(spec.frames)
         shard = Shard(spec, ship)
         await shard.start()
     except Exception as exc:
         await send(("error", portable(exc), traceback.format_exc(), ShardReport()))
         if shard is not None:
             await shard.aclose()
+        if frames is not None:
+            frames.close()
         return
     await send(("ready",))
     loop = asyncio.get_running_loop()
-    control = loop.create_task(_control(reader, shard), name="asynca3c-shard-control")
+    control = loop.create_task(_control(reader, shard, frames), name="asynca3c-shard-control")
     beat = loop.create_task(_beat(shard, send), name="asynca3c-shard-beat")
     error: BaseException | None = None
     try:
@@ -104,6 +120,8 @@ async def _serve(reader: asyncio.StreamReader, send) -> None:
         beat.cancel()
         await asyncio.gather(control, beat, return_exceptions=True)
         await shard.aclose()
+        if frames is not None:
+            frames.close()
     if error is not None:
         # what happened up to the failure counts too (the fault that stopped it, the steps before it)
         await send(("error", portable(error), traceback.format_exc(), shard.take_report()))
@@ -111,14 +129,22 @@ async def _serve(reader: asyncio.StreamReader, send) -> None:
         await send(("stopped", shard.take_report()))
 
 
-async def _control(reader: asyncio.StreamReader, shard: Shard) -> None:
-    """Weights and the stop request; the parent's end of input (it closed or died) stops the shard too."""
+async def _control(reader: asyncio.StreamReader, shard: Shard, frames: FrameWriter | None) -> None:
+    """Weights, frame slots the parent has read, and the stop request; the parent's end of input (it closed
+    or died) stops the shard too, and nothing will be released after it."""
     while True:
         frame = await read_frame_async(reader)
-        if frame is None or frame[0] == "stop":
+        if frame is None:
+            if frames is not None:
+                frames.stop_waiting()
             shard.stop()
             return
-        if frame[0] == "weights":
+        if frame[0] == "release":
+            assert frames is not None  # the parent releases only slots this shard wrote
+            frames.release(frame[1])
+        elif frame[0] == "stop":
+            shard.stop()  # the parent reads on until "stopped", releasing the slots it reads
+        elif frame[0] == "weights":
             shard.set_weights(frame[2], frame[1])
 
 

@@ -1,5 +1,6 @@
-"""The wire format of the learner and shard pipes: frames of an 8-byte little-endian length, then a pickle;
-and how a worker's errors and its end are told across them.
+"""The learner's and shards' worker processes: how one starts (``spawn_worker``), the wire format of its
+pipes (frames of an 8-byte little-endian length, then a pickle), and how its errors and its end are told
+across them.
 
 A module of its own so the parent can import it without importing the worker's
 ``-m`` entry module (runpy warns when that module is already in sys.modules).
@@ -11,6 +12,8 @@ import asyncio
 import pickle
 import signal
 import struct
+import subprocess
+import sys
 
 HEADER = struct.Struct("<Q")
 
@@ -47,6 +50,76 @@ async def read_frame_async(reader):
         return None
 
 
+class WorkerProcess:
+    """A worker process and asyncio streams on its pipes: the parts of ``asyncio.subprocess.Process`` that the
+    learner and shard clients use."""
+
+    def __init__(self, popen: subprocess.Popen, stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader,
+                 stdout_transport: asyncio.ReadTransport):
+        self._popen, self.stdin, self.stdout = popen, stdin, stdout
+        self._stdout_transport = stdout_transport
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """None while it runs; its exit status once it has ended (reaped here)."""
+        return self._popen.poll()
+
+    def kill(self, reap_within: float = 0.0) -> None:
+        """SIGKILL it, and wait up to ``reap_within`` seconds (blocking) to reap it, for callers that will not
+        ``wait`` (a cancelled close): the kernel ends a killed process within milliseconds."""
+        if self._popen.poll() is None:
+            self._popen.kill()
+        if reap_within:
+            try:
+                self._popen.wait(reap_within)
+            except subprocess.TimeoutExpired:
+                pass  # subprocess reaps it later
+
+    def close_pipes(self) -> None:
+        """Close both pipes (idempotent): once the worker has ended, what it wrote and nobody read is dropped."""
+        self.stdin.close()
+        self._stdout_transport.close()
+
+    async def wait(self) -> int:
+        """Its exit status, once it has ended (polled: no child watcher needed on any loop)."""
+        pause = 0.002
+        while (code := self._popen.poll()) is None:
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 0.05)
+        return code
+
+
+async def spawn_worker(module: str) -> WorkerProcess:
+    """``python -m module`` in a session of its own, with pipes on its stdin and stdout.
+
+    Started from a thread: uvloop forks the whole parent on the loop's thread, which with torch loaded
+    stalled the loop for 50-90 ms; ``subprocess`` in a thread uses vfork and keeps the loop free. A session
+    of its own: a terminal's Ctrl-C or a SIGTERM to the parent's process group is the parent's to handle
+    (it closes the worker's input); it must not kill the worker behind its back.
+    """
+    popen = await asyncio.to_thread(subprocess.Popen, [sys.executable, "-m", module], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, bufsize=0, start_new_session=True)
+    assert popen.stdin is not None and popen.stdout is not None  # started with both pipes
+    loop = asyncio.get_running_loop()
+    try:
+        stdout = asyncio.StreamReader(limit=1 << 20)
+        stdout_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout),
+                                                           popen.stdout)
+        transport, protocol = await loop.connect_write_pipe(
+            lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), popen.stdin)
+    except BaseException:
+        popen.kill()
+        popen.stdin.close()
+        popen.stdout.close()
+        await asyncio.to_thread(popen.wait)
+        raise
+    return WorkerProcess(popen, asyncio.StreamWriter(transport, protocol, None, loop), stdout, stdout_transport)
+
+
 def portable(exc: BaseException) -> BaseException:
     """The exception itself when it survives pickling (a worker sends it back), else a RuntimeError with its
     text."""
@@ -67,7 +140,7 @@ def exit_status(code: int | None) -> str:
     return f"exit code {code}"
 
 
-async def close_worker(proc: asyncio.subprocess.Process, goodbye: bytes = b"", grace: float = 5.0) -> None:
+async def close_worker(proc: WorkerProcess, goodbye: bytes = b"", grace: float = 5.0) -> None:
     """End a worker process spoken to over its stdin: write ``goodbye`` (a last frame), close its input,
     wait up to ``grace`` seconds for it to exit, then kill it. Cancelled, it kills it at once."""
     try:
@@ -85,6 +158,7 @@ async def close_worker(proc: asyncio.subprocess.Process, goodbye: bytes = b"", g
                 proc.kill()
                 await proc.wait()
     except asyncio.CancelledError:
-        if proc.returncode is None:
-            proc.kill()
+        proc.kill(reap_within=1.0)
         raise
+    finally:
+        proc.close_pipes()

@@ -1,0 +1,132 @@
+"""Pixel segments from process shards cross through the trainer's shared-memory ring, not the pipe: the
+slots are written, read, released and reused, a full grant holds its shard back, a killed shard's
+replacement writes into the same slots, and nothing is left in /dev/shm."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+
+import numpy as np
+import pytest
+from conftest import process_alive, until
+from pixel_env import ENV_ID
+
+from asynca3c import Config, Trainer
+from asynca3c.runtime import shard_frames, shm
+from asynca3c.runtime.shard_frames import FrameRing, FrameWriter
+
+#: the gymnasium id with its module, so a shard process imports (and so registers) the task too
+PIXEL_ENV = f"pixel_env:{ENV_ID}"
+PIXELS = dict(env=PIXEL_ENV, encoder="a3c", shards=2, agents=2, envs_per_agent=8, segment_length=8, batch_envs=16,
+              reward_scale=1.0, lr=0.001, solve_window=50, log_interval=0.5)
+SEGMENT_BYTES = 9 * 8 * 42 * 42  # (segment_length + 1) rows of envs_per_agent 42x42 frames
+
+
+def shared_segments() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith(shm.PREFIX)} if os.path.isdir("/dev/shm") else set()
+
+
+@pytest.fixture
+def small_frames_too(monkeypatch):
+    """The task's segments are small (100 kB); a game's are megabytes. Put these through the ring too."""
+    monkeypatch.setattr(shard_frames, "MIN_BYTES", 0)
+
+
+def test_a_writer_waits_for_a_release_when_its_slots_are_claimed():
+    async def main():
+        ring = FrameRing(shards=2, slot_bytes=64, slots_per_shard=2)
+        writer = FrameWriter(ring.grant(1))
+        try:
+            frames = [np.full(64, i, np.uint8) for i in range(3)]
+            first, second = await writer.put(frames[0]), await writer.put(frames[1])
+            assert first is not None and second is not None and {first.slot, second.slot} == {2, 3}  # its own
+            third = asyncio.ensure_future(writer.put(frames[2]))
+            await asyncio.sleep(0.05)
+            assert not third.done()  # both of its slots are claimed: it waits
+            assert (ring.take(first) == 0).all()
+            writer.release(first.slot)
+            ref = await asyncio.wait_for(third, 1.0)
+            assert ref.slot == first.slot and (ring.take(ref) == 2).all()  # the released slot, reused
+            assert (ring.take(second) == 1).all() and ring.segments == 3 and ring.bytes == 3 * 64
+            assert ring.segments_by_shard == [0, 3]
+
+            waiting = asyncio.ensure_future(writer.put(frames[0]))
+            await asyncio.sleep(0.05)
+            writer.stop_waiting()  # the trainer is gone: nothing will be released
+            assert await asyncio.wait_for(waiting, 1.0) is None
+            assert await writer.put(np.zeros(65, np.uint8)) is None  # too big for a slot: by pipe
+            assert writer.inline == 2
+        finally:
+            writer.close()
+            ring.close()
+
+    before = shared_segments()
+    asyncio.run(main())
+    assert shared_segments() <= before
+
+
+def test_small_frames_or_no_shared_memory_mean_the_pipe(monkeypatch, caplog):
+    assert FrameRing.for_shards(2, shard_frames.MIN_BYTES - 1) is None
+    assert FrameRing.for_shards(0, shard_frames.MIN_BYTES) is None
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shm, "SlotRing", full)
+    monkeypatch.setattr(shard_frames, "_warned", False)
+    with caplog.at_level(logging.WARNING, "asynca3c"):
+        assert FrameRing.for_shards(2, shard_frames.MIN_BYTES) is None
+        assert FrameRing.for_shards(2, shard_frames.MIN_BYTES) is None
+    assert caplog.text.count("no shared-memory segment could be made for the shards' frames") == 1
+
+
+def shard_pids(trainer: Trainer) -> list[int]:
+    return [s.pid for s in trainer._run.agents if s.pid is not None]
+
+
+def test_shards_ship_pixel_segments_through_shared_memory_and_the_cnn_learns(small_frames_too):
+    before = shared_segments()
+
+    async def main():
+        trainer = Trainer(Config(**PIXELS, seconds=60, until_solved=True, final_eval_episodes=20))
+        result = await trainer.run()
+        return result, trainer._run.shard_frames
+
+    result, frames = asyncio.run(main())
+    assert result.solved and result.eval_mean_return >= 7.0, result  # guessing scores 5
+    assert frames is not None and frames.segments > 0
+    assert frames.bytes == frames.segments * SEGMENT_BYTES  # every segment's frames came through a slot
+    # each of the 2 + 1 agents' segments holds envs_per_agent x segment_length steps; most came by the ring
+    assert frames.segments * 8 * 8 >= 0.9 * result.env_steps - 3 * 8 * 8 * 2, (frames.segments, result.env_steps)
+    low, high = sorted(frames.segments_by_shard)
+    assert low >= 0.4 * high, frames.segments_by_shard  # the shards take turns at the queue: neither starves
+    assert shared_segments() <= before  # the ring was unlinked
+
+
+def test_a_killed_shard_is_replaced_and_its_successor_writes_into_the_same_slots(small_frames_too):
+    before = shared_segments()
+
+    async def main():
+        async with Trainer(Config(**PIXELS, seconds=0, final_eval_episodes=0)) as trainer:
+            frames = trainer._run.shard_frames
+            assert await until(lambda: frames.segments >= 10)
+            assert shared_segments() - before  # the ring exists while training
+            first = shard_pids(trainer)[0]
+            os.kill(first, signal.SIGKILL)
+            assert await until(lambda: trainer.snapshot()["shard_restarts"] == 1)
+            assert await until(lambda: len(shard_pids(trainer)) == 2 and first not in shard_pids(trainer))
+            read = frames.segments_by_shard[0]
+            # more of shard 0's segments than its grant holds: the successor's slots are released and reused
+            assert await until(lambda: frames.segments_by_shard[0] > read + 2 * shard_frames.SLOTS_PER_SHARD)
+            pids = shard_pids(trainer)
+            result = await trainer.stop()
+        return result, pids
+
+    result, pids = asyncio.run(main())
+    assert result.shard_restarts == 1 and result.updates > 0
+    assert not any(process_alive(p) for p in pids)
+    assert shared_segments() <= before
