@@ -1,6 +1,6 @@
-"""Pixel segments from process shards cross through the trainer's shared-memory ring, not the pipe: the
-slots are written, read, released and reused, a full grant holds its shard back, a killed shard's
-replacement writes into the same slots, and nothing is left in /dev/shm."""
+"""Pixel segments from process shards, and the weights to them, cross through the trainer's shared memory,
+not the pipes: slots are written, read, released and reused, a full grant holds its shard back, a killed
+shard's replacement writes into the same slots, and nothing is left in /dev/shm."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from conftest import process_alive, until
 from pixel_env import ENV_ID
 
 from asynca3c import Config, Trainer
-from asynca3c.runtime import shard_frames, shm
+from asynca3c.runtime import shard_frames, shard_weights, shm
 from asynca3c.runtime.shard_frames import FrameRing, FrameWriter
+from asynca3c.runtime.shard_weights import WeightsBoard, copy_out
 
 #: the gymnasium id with its module, so a shard process imports (and so registers) the task too
 PIXEL_ENV = f"pixel_env:{ENV_ID}"
@@ -32,8 +33,10 @@ def shared_segments() -> set[str]:
 
 @pytest.fixture
 def small_frames_too(monkeypatch):
-    """The task's segments are small (100 kB); a game's are megabytes. Put these through the ring too."""
+    """The task's segments (100 kB) and weights are small; a game's are megabytes. Put these through shared
+    memory too."""
     monkeypatch.setattr(shard_frames, "MIN_BYTES", 0)
+    monkeypatch.setattr(shard_weights, "MIN_BYTES", 0)
 
 
 def test_a_writer_waits_for_a_release_when_its_slots_are_claimed():
@@ -94,9 +97,13 @@ def test_shards_ship_pixel_segments_through_shared_memory_and_the_cnn_learns(sma
     async def main():
         trainer = Trainer(Config(**PIXELS, seconds=60, until_solved=True, final_eval_episodes=20))
         result = await trainer.run()
-        return result, trainer._run.shard_frames
+        run = trainer._run
+        return result, run.shard_frames, run.shard_weights, [shard.pipe_weight_sends for shard in run.agents]
 
-    result, frames = asyncio.run(main())
+    result, frames, board, pipe_weight_sends = asyncio.run(main())
+    assert board is not None and board.published > 0 and board.sent >= board.published
+    assert pipe_weight_sends == [0, 0]  # every version went through the board, none pickled through a pipe
+    assert board.in_use <= 1  # every slot sent was answered for; at most the newest version is kept
     assert result.solved and result.eval_mean_return >= 7.0, result  # guessing scores 5
     assert frames is not None and frames.segments > 0
     assert frames.bytes == frames.segments * SEGMENT_BYTES  # every segment's frames came through a slot
@@ -124,9 +131,43 @@ def test_a_killed_shard_is_replaced_and_its_successor_writes_into_the_same_slots
             assert await until(lambda: frames.segments_by_shard[0] > read + 2 * shard_frames.SLOTS_PER_SHARD)
             pids = shard_pids(trainer)
             result = await trainer.stop()
-        return result, pids
+            board = trainer._run.shard_weights
+        return result, pids, board
 
-    result, pids = asyncio.run(main())
+    result, pids, board = asyncio.run(main())
     assert result.shard_restarts == 1 and result.updates > 0
+    assert board.in_use <= 1  # what the killed shard never answered for was let go
     assert not any(process_alive(p) for p in pids)
+    assert shared_segments() <= before
+
+
+def test_a_board_slot_is_reused_once_every_shard_read_it_and_a_newer_version_replaced_it():
+    async def main():
+        board = WeightsBoard(shards=1, slot_bytes=1024)  # 3 slots
+        try:
+            weights = [np.arange(10, dtype=np.float32), np.ones((4, 4), np.float32)]
+            first = board.publish(1, weights)
+            assert board.publish(1, weights) is first  # one write per version, for every shard
+            assert [a.tolist() for a in copy_out(first)] == [w.tolist() for w in weights]
+            board.sent_to_one(first)
+            second = board.publish(2, [w + 1 for w in weights])
+            assert board.in_use == 2  # the first is still unread by the shard it went to
+            board.sent_to_one(second)
+            third = board.publish(3, weights)
+            assert board.in_use == 3 and board.publish(4, weights) is None  # all held: wait for a slot
+            waiting = asyncio.ensure_future(board.slot_free())
+            await asyncio.sleep(0)
+            board.read(first.ref.slot)  # read, and replaced by newer versions: free
+            await asyncio.wait_for(waiting, 1.0)
+            fourth = board.publish(4, weights)
+            assert fourth is not None and fourth.ref.slot == first.ref.slot
+            assert board.in_use == 2  # the 2nd (unread) and the 4th; the 3rd, never sent, was freed by the 4th
+            board.read(second.ref.slot)
+            assert board.in_use == 1  # only the newest is kept
+            assert third is not None and board.published == 4 and board.sent == 2
+        finally:
+            board.close()
+
+    before = shared_segments()
+    asyncio.run(main())
     assert shared_segments() <= before

@@ -49,6 +49,7 @@ from asynca3c.runtime.progress import Progress
 from asynca3c.runtime.shard import ShardSpec
 from asynca3c.runtime.shard_client import ProcessShard, RestartBudget, ShardClient
 from asynca3c.runtime.shard_frames import FrameRing, segment_frame_bytes
+from asynca3c.runtime.shard_weights import WeightsBoard
 from asynca3c.runtime.updates import STOP, DirectLearning, lr_factor, segment_update_task, update_task
 from asynca3c.runtime.work_threads import WorkThreads
 
@@ -199,7 +200,9 @@ class TrainingRun:
             self.progress.restore(resume["counters"])
             self.predictor.version = int(resume["version"])
         self.agents: list[AnyAgent | ShardClient] = []
-        self.shard_frames: FrameRing | None = None  # process shards' segment frames, through shared memory
+        # what process shards and the trainer exchange through shared memory: segments' frames, weights
+        self.shard_frames: FrameRing | None = None
+        self.shard_weights: WeightsBoard | None = None
         self._save_lock = threading.Lock()
 
     async def start(self) -> None:
@@ -233,8 +236,9 @@ class TrainingRun:
                 for agent in self.agents:
                     await agent.aclose()
             finally:
-                if self.shard_frames is not None:
-                    self.shard_frames.close()
+                for shared in (self.shard_frames, self.shard_weights):
+                    if shared is not None:
+                        shared.close()
                 await self.work.aclose()
 
     def row(self) -> MetricsRow:
@@ -404,8 +408,10 @@ class TrainingRun:
                                           **common) for i in range(cfg.shards)]
         else:
             self.shard_frames = self._frame_ring()
-            shards = [ProcessShard(i, functools.partial(self._shard_spec, i), frames=self.shard_frames, **common)
-                      for i in range(cfg.shards)]
+            self.shard_weights = WeightsBoard.for_weights(
+                cfg.shards, [t.detach().numpy() for t in self.predictor.model.shipped()])
+            shards = [ProcessShard(i, functools.partial(self._shard_spec, i), frames=self.shard_frames,
+                                   weights=self.shard_weights, **common) for i in range(cfg.shards)]
         self.agents = list(shards)
         for shard in shards:  # one at a time: shards importing torch at once starve the host's loop of a core
             await shard.start()

@@ -36,6 +36,7 @@ from asynca3c.runtime.predictor import Predictor
 from asynca3c.runtime.progress import Progress
 from asynca3c.runtime.shard import ShardReport, ShardSpec
 from asynca3c.runtime.shard_frames import FrameRing
+from asynca3c.runtime.shard_weights import WeightsBoard
 from asynca3c.runtime.wire import WorkerProcess, close_worker, encode_frame, exit_status, read_frame_async, spawn_worker
 
 #: Longest wait for a new shard to say it is ready (it imports torch and makes its environments).
@@ -246,11 +247,14 @@ class ProcessShard(ShardClient):
 
     kind = "process"
 
-    def __init__(self, *args, frames: FrameRing | None = None, **kw):
-        """``frames``: the run's ring for segments' frames (this shard writes into its grant); None: by pipe."""
+    def __init__(self, *args, frames: FrameRing | None = None, weights: WeightsBoard | None = None, **kw):
+        """``frames``: the run's ring for segments' frames (this shard writes into its grant); ``weights``:
+        the run's board of published weights; None: through the pipe."""
         super().__init__(*args, **kw)
         self._proc: WorkerProcess | None = None
-        self._frames = frames
+        self._frames, self._board = frames, weights
+        self._unread: list[int] = []  # board slots sent to this incarnation that it has not answered for
+        self.pipe_weight_sends = 0  # versions pickled through the pipe
 
     @property
     def pid(self) -> int | None:
@@ -283,6 +287,12 @@ class ProcessShard(ShardClient):
         frame = await read_frame_async(proc.stdout)
         if frame is None:
             raise ShardDied(f"died ({exit_status(await proc.wait())})")
+        if frame[0] == "weights-read":
+            slot = frame[1]
+            self._unread.remove(slot)
+            assert self._board is not None  # answers come only for weights sent through the board
+            self._board.read(slot)
+            return []
         if frame[0] == "msg" and frame[3] is not None:  # a segment whose frames wait in a slot
             message, report, ref = frame[1:]
             assert self._frames is not None  # a shard writes into slots only when it was given some
@@ -295,8 +305,20 @@ class ProcessShard(ShardClient):
         proc = self._proc
         if proc is None or proc.stdin is None:
             return False
+        board = self._board
+        if board is not None:
+            while (packed := board.publish(version, weights)) is None:
+                await board.slot_free()
+            if self._proc is not proc:
+                return False
+            frame: tuple = ("shared-weights", version, packed)
+            board.sent_to_one(packed)
+            self._unread.append(packed.ref.slot)
+        else:
+            frame = ("weights", version, weights)
+            self.pipe_weight_sends += 1
         try:
-            proc.stdin.write(encode_frame(("weights", version, weights)))
+            proc.stdin.write(encode_frame(frame))
             await proc.stdin.drain()
         except (ConnectionError, RuntimeError):  # a closed transport raises RuntimeError
             return False
@@ -320,8 +342,13 @@ class ProcessShard(ShardClient):
             self._proc.kill()
 
     async def _release(self) -> None:
-        """Let the process exit on the end of its input, killed if it does not soon."""
+        """Let the process exit on the end of its input, killed if it does not soon; the weights it had not
+        answered for are let go (it will not read them now)."""
         proc, self._proc = self._proc, None
+        if self._board is not None:
+            for slot in self._unread:
+                self._board.read(slot)
+        self._unread.clear()
         if proc is None:
             return
         # What the shard still sends is read and dropped: asyncio (3.11) finishes wait() only once the

@@ -4,7 +4,9 @@ The parent (``shard_client.ProcessShard``) is the only peer. Frames
 (``asynca3c.runtime.wire``) in on stdin: first ``("init", sys_path, spec)``
 with the pickled ``ShardSpec`` (unpickled only once the parent's import path
 is known, so an env factory from the host's modules loads here too), then
-``("weights", version, arrays)``, ``("release", slot)`` and ``("stop",)``.
+``("weights", version, arrays)`` or ``("shared-weights", version, packed)``
+(answered by ``("weights-read", slot)``, see ``shard_weights``),
+``("release", slot)`` and ``("stop",)``.
 Frames out on stdout: ``("ready",)``, then ``("msg", message, report, ref)``
 for each message of the agents (``ref``: the shared-memory slot that holds a
 segment's frames, which then travel without them, see ``shard_frames``; or
@@ -30,6 +32,7 @@ from typing import Any
 from asynca3c.core.messages import Segment
 from asynca3c.runtime.shard import Shard, ShardReport
 from asynca3c.runtime.shard_frames import FrameWriter
+from asynca3c.runtime.shard_weights import copy_out
 from asynca3c.runtime.uvloop_runner import run_on_uvloop
 from asynca3c.runtime.wire import encode_frame, portable, read_frame_async
 
@@ -54,8 +57,11 @@ async def serve(in_fd: int, out_fd: int) -> None:
         writer.write(encode_frame(frame))
         await writer.drain()
 
+    def post(frame: Any) -> None:  # a small frame, queued behind what is on its way, without waiting
+        writer.write(encode_frame(frame))
+
     try:
-        await _serve(reader, send)
+        await _serve(reader, send, post)
     finally:
         writer.close()
         try:
@@ -64,7 +70,7 @@ async def serve(in_fd: int, out_fd: int) -> None:
             pass
 
 
-async def _serve(reader: asyncio.StreamReader, send) -> None:
+async def _serve(reader: asyncio.StreamReader, send, post) -> None:
     first = await read_frame_async(reader)
     if first is None:
         return
@@ -108,7 +114,7 @@ async def _serve(reader: asyncio.StreamReader, send) -> None:
         return
     await send(("ready",))
     loop = asyncio.get_running_loop()
-    control = loop.create_task(_control(reader, shard, frames), name="asynca3c-shard-control")
+    control = loop.create_task(_control(reader, shard, frames, post), name="asynca3c-shard-control")
     beat = loop.create_task(_beat(shard, send), name="asynca3c-shard-beat")
     error: BaseException | None = None
     try:
@@ -129,9 +135,10 @@ async def _serve(reader: asyncio.StreamReader, send) -> None:
         await send(("stopped", shard.take_report()))
 
 
-async def _control(reader: asyncio.StreamReader, shard: Shard, frames: FrameWriter | None) -> None:
-    """Weights, frame slots the parent has read, and the stop request; the parent's end of input (it closed
-    or died) stops the shard too, and nothing will be released after it."""
+async def _control(reader: asyncio.StreamReader, shard: Shard, frames: FrameWriter | None, post) -> None:
+    """Weights (in the frame, or in the parent's shared memory: copied out, then answered), frame slots the
+    parent has read, and the stop request; the parent's end of input (it closed or died) stops the shard
+    too, and nothing will be released after it."""
     while True:
         frame = await read_frame_async(reader)
         if frame is None:
@@ -146,6 +153,11 @@ async def _control(reader: asyncio.StreamReader, shard: Shard, frames: FrameWrit
             shard.stop()  # the parent reads on until "stopped", releasing the slots it reads
         elif frame[0] == "weights":
             shard.set_weights(frame[2], frame[1])
+        elif frame[0] == "shared-weights":
+            packed = frame[2]
+            weights = copy_out(packed)
+            post(("weights-read", packed.ref.slot))  # the slot may be reused once every shard has said so
+            shard.set_weights(weights, frame[1])
 
 
 async def _beat(shard: Shard, send) -> None:

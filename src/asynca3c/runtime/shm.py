@@ -99,11 +99,12 @@ def flat_ref(name: str, slot: int, slot_bytes: int) -> SlotRef:
     return SlotRef(name, slot, slot * slot_bytes, (slot_bytes,), "|u1")
 
 
-def pack_into(ref: SlotRef, arrays: Iterable[np.ndarray]) -> Packed:
+def pack_into(ref: SlotRef, arrays: Iterable[np.ndarray], flat: np.ndarray | None = None) -> Packed:
     """Writer side: copies ``arrays`` one after another (each aligned to ALIGN) into the flat slot ``ref``
-    of another process's segment; the reply carries the returned :class:`Packed` instead of the arrays.
-    Raises ValueError, naming the sizes, when they do not fit."""
-    flat = view(ref)
+    of another process's segment (or of the caller's own ring: pass its ``view(ref)`` as ``flat``); the
+    message carries the returned :class:`Packed` instead of the arrays. Raises ValueError, naming the
+    sizes, when they do not fit."""
+    flat = view(ref) if flat is None else flat
     parts, at = [], 0
     for array in arrays:
         array = np.asarray(array)
