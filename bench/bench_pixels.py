@@ -5,6 +5,7 @@
                                       [--label NAME] [--set FIELD=JSON ...]
     python bench/bench_pixels.py plot
     python bench/bench_pixels.py lag [--seconds 60] [--repeats 2] [--encoder nature|a3c]
+    python bench/bench_pixels.py shards [--shards 2] [--seconds 60] [--repeats 2] [--encoder nature|a3c]
 
 ``throughput`` trains each system for ``--seconds`` per repeat, alternating the
 order, and reports agent steps/s while training (each sample learned from
@@ -22,6 +23,13 @@ replies) come from its learner client.
 mean return of the last 10 whole games) every 10 s: ``results/pixels/<game>/
 <system>-seed<N>.json``; ``plot`` draws every curve there into curves.png and
 writes curves.md. Run the curves one at a time: they share the 2 cores.
+
+``shards`` trains with ``--shards`` acting shard processes, alternating how
+their segments' frames and weights cross: through the trainer's shared memory
+(``runtime/shard_frames.py``, ``runtime/shard_weights.py``) or pickled through
+the shards' pipes (what they did before), and reports steps/s, the trainer
+process's CPU time per agent step (its loop reads every frame) and its loop
+lag.
 """
 
 from __future__ import annotations
@@ -356,17 +364,60 @@ def plot(args) -> int:
     return 0
 
 
+def shards(args) -> int:
+    """Acting shards with frames and weights through shared memory against pickled through pipes."""
+    from asynca3c.runtime import shard_frames, shard_weights
+
+    defaults = shard_frames.MIN_BYTES, shard_weights.MIN_BYTES
+    runs = []
+    for repeat in range(args.repeats):
+        for transport in ("shm", "pipe") if repeat % 2 == 0 else ("pipe", "shm"):
+            shard_frames.MIN_BYTES, shard_weights.MIN_BYTES = defaults if transport == "shm" else (1 << 62,) * 2
+            cpu = time.process_time()
+            r = run_asynca3c(args.env, args.seconds, repeat, encoder=args.encoder, shards=args.shards)
+            r.update(repeat=repeat, transport=transport,
+                     trainer_cpu_us_per_step=(time.process_time() - cpu) / max(1, r["env_steps"]) * 1e6)
+            runs.append(r)
+            print(f"repeat {repeat} {transport}: {r['steps_per_second']:,.0f} steps/s, trainer CPU "
+                  f"{r['trainer_cpu_us_per_step']:.0f} us/step, lag p99 {r['loop_lag_p99_ms']:.1f} ms "
+                  f"max {r['loop_lag_max_ms']:.0f} ms", flush=True)
+    shard_frames.MIN_BYTES, shard_weights.MIN_BYTES = defaults
+    lines = [f"Command: python bench/bench_pixels.py shards --env {args.env} --shards {args.shards} --encoder "
+             f"{args.encoder} --seconds {args.seconds:g} --repeats {args.repeats}", "",
+             "| frames and weights | steps/s, median [range] | trainer CPU per step (us) | loop lag p99 (ms) | "
+             "loop lag max (ms) |", "|---|---:|---:|---:|---:|"]
+    for transport in ("shm", "pipe"):
+        rs = [r for r in runs if r["transport"] == transport]
+        sps = [r["steps_per_second"] for r in rs]
+
+        def med(key, rs=rs):
+            return statistics.median(r[key] for r in rs)
+
+        lines.append(f"| {transport} | {statistics.median(sps):,.0f} [{min(sps):,.0f}, {max(sps):,.0f}] | "
+                     f"{med('trainer_cpu_us_per_step'):.0f} | {med('loop_lag_p99_ms'):.1f} | "
+                     f"{med('loop_lag_max_ms'):.0f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = OUT / _game(args.env)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"shards-{args.shards}-{args.encoder}.md").write_text(text)
+    (out / f"shards-{args.shards}-{args.encoder}.json").write_text(json.dumps(runs, indent=2, default=str))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="mode", required=True)
-    for name in ("throughput", "curve", "plot", "lag"):
+    for name in ("throughput", "curve", "plot", "lag", "shards"):
         s = sub.add_parser(name)
         s.add_argument("--env", default="ALE/Pong-v5")
-        if name in ("throughput", "lag"):
+        if name in ("throughput", "lag", "shards"):
             s.add_argument("--seconds", type=float, default=60.0)
             s.add_argument("--repeats", type=int, default=2)
-        if name == "lag":
+        if name in ("lag", "shards"):
             s.add_argument("--encoder", choices=["nature", "a3c"], default="nature")
+        if name == "shards":
+            s.add_argument("--shards", type=int, default=2)
         if name == "curve":
             s.add_argument("--system", choices=["asynca3c", "sb3-a2c"], required=True)
             s.add_argument("--seed", type=int, default=0)
@@ -376,7 +427,7 @@ def main(argv=None) -> int:
                            help="the CNN (default: asynca3c's table's, SB3's NatureCNN)")
             s.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
     args = p.parse_args(argv)
-    return {"throughput": throughput, "curve": curve, "plot": plot, "lag": lag}[args.mode](args)
+    return {"throughput": throughput, "curve": curve, "plot": plot, "lag": lag, "shards": shards}[args.mode](args)
 
 
 if __name__ == "__main__":
