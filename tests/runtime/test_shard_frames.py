@@ -142,7 +142,7 @@ def test_a_killed_shard_is_replaced_and_its_successor_writes_into_the_same_slots
 
 
 def test_a_board_slot_is_reused_once_every_shard_read_it_and_a_newer_version_replaced_it():
-    async def main():
+    def main():
         board = WeightsBoard(shards=1, slot_bytes=1024)  # 3 slots
         try:
             weights = [np.arange(10, dtype=np.float32), np.ones((4, 4), np.float32)]
@@ -154,11 +154,9 @@ def test_a_board_slot_is_reused_once_every_shard_read_it_and_a_newer_version_rep
             assert board.in_use == 2  # the first is still unread by the shard it went to
             board.sent_to_one(second)
             third = board.publish(3, weights)
-            assert board.in_use == 3 and board.publish(4, weights) is None  # all held: wait for a slot
-            waiting = asyncio.ensure_future(board.slot_free())
-            await asyncio.sleep(0)
+            assert board.in_use == 3 and board.publish(4, weights) is None  # all held (the client never
+            # gets here: it sends a shard nothing new while MAX_UNREAD are unanswered)
             board.read(first.ref.slot)  # read, and replaced by newer versions: free
-            await asyncio.wait_for(waiting, 1.0)
             fourth = board.publish(4, weights)
             assert fourth is not None and fourth.ref.slot == first.ref.slot
             assert board.in_use == 2  # the 2nd (unread) and the 4th; the 3rd, never sent, was freed by the 4th
@@ -169,5 +167,40 @@ def test_a_board_slot_is_reused_once_every_shard_read_it_and_a_newer_version_rep
             board.close()
 
     before = shared_segments()
-    asyncio.run(main())
+    main()
     assert shared_segments() <= before
+
+
+def test_a_shard_is_sent_no_new_weights_while_it_has_not_answered_for_two():
+    """A shard slow to answer (or hung) holds back only its own weights: with MAX_UNREAD slots each, the
+    board never runs out of slots for the others."""
+    from asynca3c.runtime.shard_client import ProcessShard
+
+    async def main():
+        shard = ProcessShard(0, None, queue=asyncio.Queue(1), progress=None, predictor=None, budget=None,
+                             timeout=1.0)
+        shard._unread = [3, 4]  # two versions sent, neither answered for
+        ready = asyncio.ensure_future(shard._ready_for_weights())
+        await asyncio.sleep(0.05)
+        assert not ready.done()
+        shard._unread.remove(3)  # what reading its answer does
+        shard._answered.set()
+        await asyncio.wait_for(ready, 1.0)
+
+    asyncio.run(main())
+    assert shard_weights.MAX_UNREAD == 2
+
+
+def test_a_shard_that_cannot_follow_its_parent_stops_with_the_error_instead_of_hanging(small_frames_too):
+    """A failure in the shard's control task (here: a release of a slot it never had) ends the run with that
+    error; before, the task died silently and agents waiting for a slot waited forever."""
+    async def main():
+        async with Trainer(Config(**PIXELS, seconds=0, final_eval_episodes=0)) as trainer:
+            frames = trainer._run.shard_frames
+            assert await until(lambda: frames.segments >= 4)
+            trainer._run.agents[1]._send(("release", 10**6))
+            await asyncio.wait_for(trainer.wait(), 60)
+
+    with pytest.raises(Exception, match="slot 1000000") as caught:
+        asyncio.run(main())
+    assert "shard" in "".join(getattr(caught.value, "__notes__", [])) + str(caught.value)

@@ -36,7 +36,7 @@ from asynca3c.runtime.predictor import Predictor
 from asynca3c.runtime.progress import Progress
 from asynca3c.runtime.shard import ShardReport, ShardSpec
 from asynca3c.runtime.shard_frames import FrameRing
-from asynca3c.runtime.shard_weights import WeightsBoard
+from asynca3c.runtime.shard_weights import MAX_UNREAD, WeightsBoard
 from asynca3c.runtime.wire import WorkerProcess, close_worker, encode_frame, exit_status, read_frame_async, spawn_worker
 
 #: Longest wait for a new shard to say it is ready (it imports torch and makes its environments).
@@ -125,7 +125,8 @@ class ShardClient:
                     await changed.wait()
                     changed.clear()
                     continue
-                sent = predictor.version
+                await self._ready_for_weights()
+                sent = predictor.version  # read after any wait: the arrays below are the live weights
                 if not await self._send_weights(sent, [t.detach().numpy() for t in predictor.model.shipped()]):
                     return  # the shard is gone; the reader restarts it
         finally:
@@ -226,6 +227,9 @@ class ShardClient:
         """The next frames the shard sent (at least one); ShardDied when it is gone."""
         raise NotImplementedError
 
+    async def _ready_for_weights(self) -> None:
+        """Until the shard may be sent another version (at once, unless the subclass bounds what is unread)."""
+
     async def _send_weights(self, version: int, weights: list[np.ndarray]) -> bool:
         """Hand the shard ``weights``; False when it is gone."""
         raise NotImplementedError
@@ -254,6 +258,7 @@ class ProcessShard(ShardClient):
         self._proc: WorkerProcess | None = None
         self._frames, self._board = frames, weights
         self._unread: list[int] = []  # board slots sent to this incarnation that it has not answered for
+        self._answered = asyncio.Event()
         self.pipe_weight_sends = 0  # versions pickled through the pipe
 
     @property
@@ -292,6 +297,7 @@ class ProcessShard(ShardClient):
             self._unread.remove(slot)
             assert self._board is not None  # answers come only for weights sent through the board
             self._board.read(slot)
+            self._answered.set()
             return []
         if frame[0] == "msg" and frame[3] is not None:  # a segment whose frames wait in a slot
             message, report, ref = frame[1:]
@@ -301,16 +307,21 @@ class ProcessShard(ShardClient):
             frame = ("msg", dataclasses.replace(message, obs=obs), report)
         return [frame]
 
+    async def _ready_for_weights(self) -> None:
+        """Until this shard has answered for all but ``MAX_UNREAD - 1`` of the versions it was sent: one that
+        is slow to answer (its answers wait behind queued segments) or hangs holds back only its own."""
+        while len(self._unread) >= MAX_UNREAD:
+            self._answered.clear()
+            await self._answered.wait()
+
     async def _send_weights(self, version: int, weights: list[np.ndarray]) -> bool:
         proc = self._proc
         if proc is None or proc.stdin is None:
             return False
         board = self._board
-        if board is not None:
-            while (packed := board.publish(version, weights)) is None:
-                await board.slot_free()
-            if self._proc is not proc:
-                return False
+        packed = None if board is None else board.publish(version, weights)
+        if packed is not None:
+            assert board is not None
             frame: tuple = ("shared-weights", version, packed)
             board.sent_to_one(packed)
             self._unread.append(packed.ref.slot)
@@ -345,15 +356,18 @@ class ProcessShard(ShardClient):
         """Let the process exit on the end of its input, killed if it does not soon; the weights it had not
         answered for are let go (it will not read them now)."""
         proc, self._proc = self._proc, None
-        if self._board is not None:
-            for slot in self._unread:
-                self._board.read(slot)
-        self._unread.clear()
-        if proc is None:
-            return
-        # What the shard still sends is read and dropped: asyncio (3.11) finishes wait() only once the
-        # output pipe has closed, and a pipe nobody reads stays open.
-        assert proc.stdout is not None  # started with a stdout pipe
+        try:
+            if proc is not None:
+                await self._close(proc)
+        finally:
+            if self._board is not None:  # only now: a process still alive could read a reused slot
+                for slot in self._unread:
+                    self._board.read(slot)
+            self._unread.clear()
+
+    async def _close(self, proc: WorkerProcess) -> None:
+        # What the shard still sends is read and dropped, so a shard blocked writing to a full pipe can
+        # finish and exit within the grace.
         discard = asyncio.get_running_loop().create_task(_read_to_end(proc.stdout))
         try:
             await close_worker(proc, grace=EXIT_GRACE)

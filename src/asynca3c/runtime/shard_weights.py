@@ -4,14 +4,17 @@ shards, instead of pickled through each shard's pipe.
 The trainer owns a ring of slots (``WeightsBoard``). A new version is packed into a free slot once
 (``publish``); each shard's pusher sends only the slot's layout (``shm.Packed``), and the shard copies the
 arrays out and answers that it has read them. A slot is reused once every shard it was sent to has
-answered (or died: its client lets go of what it held) and a newer version has replaced it. With two
-slots per shard and one for the newest, a shard whose answers wait behind its queued segments holds its
-pusher back (``slot_free``) rather than the whole board.
+answered (or died: its client lets go of what it held) and a newer version has replaced it.
+
+Each shard is sent a new version only while it has answered for all but one of those sent to it
+(``MAX_UNREAD``), so a shard whose answers wait behind its queued segments, or that hangs, holds back
+only its own weights: shards hold at most ``MAX_UNREAD`` slots each, and with one more for the newest
+version a publishing shard always finds a free slot.
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,6 +23,8 @@ from asynca3c.runtime import shm
 
 #: A network's weights smaller than this go through the pipes: a slot saves little there (the MLPs).
 MIN_BYTES = 1 << 20
+#: Versions a shard may have been sent and not yet answered for.
+MAX_UNREAD = 2
 
 
 def weights_bytes(arrays: Sequence[np.ndarray]) -> int:
@@ -31,10 +36,9 @@ class WeightsBoard:
     """The trainer's side: the newest published version, and which slots shards still read."""
 
     def __init__(self, shards: int, slot_bytes: int):
-        self._ring = shm.SlotRing(2 * shards + 1, slot_bytes)
+        self._ring = shm.SlotRing(MAX_UNREAD * shards + 1, slot_bytes)
         self._readers: dict[int, int] = {}  # slot -> shards it was sent to that have not answered
         self._newest: tuple[int, shm.Packed] | None = None  # (version, where it lies)
-        self._freed = asyncio.Event()
         self.published = 0  # versions written
         self.sent = 0  # layouts sent to shards
 
@@ -47,19 +51,26 @@ class WeightsBoard:
             return None
         try:
             return cls(shards, size)
-        except OSError:
-            return None  # the frames' ring, made first, has warned already
+        except OSError as e:
+            logging.getLogger("asynca3c").warning(
+                "no shared-memory segment could be made for the shards' weights (%s); they go through the "
+                "shards' pipes, which is slower (on Docker, raise --shm-size)", e)
+            return None
 
     def publish(self, version: int, arrays: Sequence[np.ndarray]) -> shm.Packed | None:
-        """Where ``version`` lies, packed into a slot now unless it already is; None while no slot is free
-        (wait for ``slot_free``)."""
+        """Where ``version`` (whose weights are ``arrays``) lies, packed into a slot now unless it already
+        is; None when no slot is free (a shard sent more than ``MAX_UNREAD``: send it by pipe)."""
         if self._newest is not None and self._newest[0] == version:
             return self._newest[1]
         slot = self._ring.claim()
         if slot is None:
             return None
         ref = shm.flat_ref(self._ring.name, slot, self._ring.slot_bytes)
-        packed = shm.pack_into(ref, arrays, flat=self._ring.view(ref))
+        try:
+            packed = shm.pack_into(ref, arrays, flat=self._ring.view(ref))
+        except BaseException:
+            self._ring.release(slot)
+            raise
         old, self._newest = self._newest, (version, packed)
         self.published += 1
         if old is not None:
@@ -81,11 +92,6 @@ class WeightsBoard:
             del self._readers[slot]
             self._free_if_unread(slot)
 
-    async def slot_free(self) -> None:
-        """Until a slot is released."""
-        self._freed.clear()
-        await self._freed.wait()
-
     @property
     def in_use(self) -> int:
         """Slots held: the newest version's and those shards have not answered for."""
@@ -95,7 +101,6 @@ class WeightsBoard:
         if slot in self._readers or (self._newest is not None and self._newest[1].ref.slot == slot):
             return
         self._ring.release(slot)
-        self._freed.set()
 
     def close(self) -> None:
         self._ring.close()

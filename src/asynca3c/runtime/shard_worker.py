@@ -34,7 +34,7 @@ from asynca3c.runtime.shard import Shard, ShardReport
 from asynca3c.runtime.shard_frames import FrameWriter
 from asynca3c.runtime.shard_weights import copy_out
 from asynca3c.runtime.uvloop_runner import run_on_uvloop
-from asynca3c.runtime.wire import encode_frame, portable, read_frame_async
+from asynca3c.runtime.wire import encode_frame, pipe_file, portable, read_frame_async
 
 #: Seconds between reports while nothing else is sent.
 BEAT = 1.0
@@ -43,9 +43,9 @@ BEAT = 1.0
 async def _pipes(in_fd: int, out_fd: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(in_fd, "rb", 0))
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe_file(in_fd, "rb"))
     transport, protocol = await loop.connect_write_pipe(
-        lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), os.fdopen(out_fd, "wb", 0))
+        lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), pipe_file(out_fd, "wb"))
     transport.set_write_buffer_limits(high=0)  # drain() waits until the pipe took every byte
     return reader, asyncio.StreamWriter(transport, protocol, None, loop)
 
@@ -116,21 +116,30 @@ async def _serve(reader: asyncio.StreamReader, send, post) -> None:
     loop = asyncio.get_running_loop()
     control = loop.create_task(_control(reader, shard, frames, post), name="asynca3c-shard-control")
     beat = loop.create_task(_beat(shard, send), name="asynca3c-shard-beat")
+    acting = loop.create_task(shard.run(), name="asynca3c-shard-run")
     error: BaseException | None = None
     try:
-        await shard.run()
-    except Exception as exc:
-        error = exc
+        await asyncio.wait({acting, control}, return_when=asyncio.FIRST_COMPLETED)
+        if control.done() and control.exception() is not None:
+            # the parent's messages (releases, stop) can no longer be read: stop acting, report why
+            error = control.exception()
+            if frames is not None:
+                frames.stop_waiting()
+            shard.stop()
+        try:
+            await acting
+        except Exception as exc:
+            error = error or exc
     finally:
-        control.cancel()
-        beat.cancel()
-        await asyncio.gather(control, beat, return_exceptions=True)
+        for task in (acting, control, beat):
+            task.cancel()
+        await asyncio.gather(acting, control, beat, return_exceptions=True)
         await shard.aclose()
         if frames is not None:
             frames.close()
     if error is not None:
         # what happened up to the failure counts too (the fault that stopped it, the steps before it)
-        await send(("error", portable(error), traceback.format_exc(), shard.take_report()))
+        await send(("error", portable(error), "".join(traceback.format_exception(error)), shard.take_report()))
     else:
         await send(("stopped", shard.take_report()))
 

@@ -9,11 +9,13 @@ A module of its own so the parent can import it without importing the worker's
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
 import signal
 import struct
 import subprocess
 import sys
+import threading
 
 HEADER = struct.Struct("<Q")
 
@@ -68,16 +70,14 @@ class WorkerProcess:
         """None while it runs; its exit status once it has ended (reaped here)."""
         return self._popen.poll()
 
-    def kill(self, reap_within: float = 0.0) -> None:
-        """SIGKILL it, and wait up to ``reap_within`` seconds (blocking) to reap it, for callers that will not
-        ``wait`` (a cancelled close): the kernel ends a killed process within milliseconds."""
+    def kill(self) -> None:
+        """SIGKILL it (reaped by ``wait``, or by ``reap_in_background`` for callers that will not wait)."""
         if self._popen.poll() is None:
             self._popen.kill()
-        if reap_within:
-            try:
-                self._popen.wait(reap_within)
-            except subprocess.TimeoutExpired:
-                pass  # subprocess reaps it later
+
+    def reap_in_background(self) -> None:
+        """Reap it from a short-lived thread once it has ended (after ``kill``): no zombie, no wait here."""
+        _reap_in_background(self._popen)
 
     def close_pipes(self) -> None:
         """Close both pipes (idempotent): once the worker has ended, what it wrote and nobody read is dropped."""
@@ -93,6 +93,57 @@ class WorkerProcess:
         return code
 
 
+def _loop_closes_pipes(loop: asyncio.AbstractEventLoop) -> bool:
+    """uvloop's pipe transports close the descriptor themselves; asyncio's leave that to the file object."""
+    return type(loop).__module__.startswith("uvloop")
+
+
+def pipe_file(fd: int, mode: str):
+    """A file object on ``fd`` for ``connect_read_pipe``/``connect_write_pipe`` on the running loop that
+    closes ``fd`` exactly once: under uvloop it leaves the descriptor to the transport (closing it again
+    could close a descriptor another thread has just been given)."""
+    closefd = not _loop_closes_pipes(asyncio.get_running_loop())
+    return os.fdopen(fd, mode, buffering=0, closefd=closefd)
+
+
+def _reap_in_background(popen: subprocess.Popen) -> None:
+    if popen.poll() is None:
+        threading.Thread(target=popen.wait, name="asynca3c-reap", daemon=True).start()
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _start(module: str) -> tuple[subprocess.Popen, int, int]:
+    """In a thread: the worker, and this process's ends of its pipes (write to its stdin, read its stdout)."""
+    child_in, to_child = os.pipe()  # both close-on-exec; Popen dups the child's ends onto its 0 and 1
+    from_child, child_out = os.pipe()
+    try:
+        popen = subprocess.Popen([sys.executable, "-m", module], stdin=child_in, stdout=child_out,
+                                 start_new_session=True)
+    except BaseException:
+        _close_fds(to_child, from_child)
+        raise
+    finally:
+        _close_fds(child_in, child_out)
+    return popen, to_child, from_child
+
+
+def _kill_if_started(started: asyncio.Future) -> None:
+    """A start whose caller was cancelled: the worker it made, if any, is killed, reaped and its pipes closed."""
+    if started.cancelled() or started.exception() is not None:
+        return
+    popen, to_child, from_child = started.result()
+    popen.kill()
+    _close_fds(to_child, from_child)
+    _reap_in_background(popen)
+
+
 async def spawn_worker(module: str) -> WorkerProcess:
     """``python -m module`` in a session of its own, with pipes on its stdin and stdout.
 
@@ -101,21 +152,33 @@ async def spawn_worker(module: str) -> WorkerProcess:
     of its own: a terminal's Ctrl-C or a SIGTERM to the parent's process group is the parent's to handle
     (it closes the worker's input); it must not kill the worker behind its back.
     """
-    popen = await asyncio.to_thread(subprocess.Popen, [sys.executable, "-m", module], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, bufsize=0, start_new_session=True)
-    assert popen.stdin is not None and popen.stdout is not None  # started with both pipes
-    loop = asyncio.get_running_loop()
+    started = asyncio.ensure_future(asyncio.to_thread(_start, module))
     try:
-        stdout = asyncio.StreamReader(limit=1 << 20)
-        stdout_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout),
-                                                           popen.stdout)
+        popen, to_child, from_child = await asyncio.shield(started)
+    except asyncio.CancelledError:
+        started.add_done_callback(_kill_if_started)  # the thread finishes the start; then it is undone
+        raise
+    loop = asyncio.get_running_loop()
+    owns_fd = not _loop_closes_pipes(loop)
+    stdout = asyncio.StreamReader(limit=1 << 20)
+    read_file, write_file = pipe_file(from_child, "rb"), pipe_file(to_child, "wb")
+    stdout_transport = None
+    try:
+        stdout_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout), read_file)
         transport, protocol = await loop.connect_write_pipe(
-            lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), popen.stdin)
+            lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), write_file)
     except BaseException:
         popen.kill()
-        popen.stdin.close()
-        popen.stdout.close()
-        await asyncio.to_thread(popen.wait)
+        _reap_in_background(popen)
+        if stdout_transport is not None:
+            stdout_transport.close()  # closes its descriptor, on either loop
+        else:
+            read_file.close()
+            if not owns_fd:
+                _close_fds(from_child)
+        write_file.close()
+        if not owns_fd:
+            _close_fds(to_child)
         raise
     return WorkerProcess(popen, asyncio.StreamWriter(transport, protocol, None, loop), stdout, stdout_transport)
 
@@ -158,7 +221,8 @@ async def close_worker(proc: WorkerProcess, goodbye: bytes = b"", grace: float =
                 proc.kill()
                 await proc.wait()
     except asyncio.CancelledError:
-        proc.kill(reap_within=1.0)
+        proc.kill()
+        proc.reap_in_background()
         raise
     finally:
         proc.close_pipes()
