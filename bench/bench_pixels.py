@@ -342,7 +342,8 @@ def plot(args) -> int:
     runs = [json.loads(p.read_text()) for p in sorted(out.glob("*-seed*.json"))]
     fig, ax = plt.subplots(figsize=(7, 4))
     lines = [f"Curves: mean return of the last {WINDOW} whole games ({args.env}); one line per run.", "",
-             "| run | steps | steps/s | return at 5 / 10 / 20 / 30 min |", "|---|---:|---:|---|"]
+             "| run | steps | steps/s | return at 5 / 10 / 20 / 30 / 45 / 60 min | best (at min) |",
+             "|---|---:|---:|---|---|"]
     for r in runs:
         c = [p for p in r["curve"] if p[2] is not None and not (isinstance(p[2], float) and math.isnan(p[2]))]
         if not c:
@@ -350,9 +351,11 @@ def plot(args) -> int:
         t, y = [p[0] for p in c], [p[2] for p in c]
         label = f"{r['system']}{' ' + r['label'] if r.get('label') else ''} seed {r['seed']}"
         ax.plot(np.array(t) / 60, y, label=label)
-        at = [next((p[2] for p in c if p[0] >= m * 60 - 10), None) for m in (5, 10, 20, 30)]
+        at = [next((p[2] for p in c if p[0] >= m * 60 - 10), None) for m in (5, 10, 20, 30, 45, 60)]
+        best = max(c, key=lambda p: p[2])
         lines.append(f"| {label} | {r.get('env_steps', 0):,} | {r.get('steps_per_second', 0):,.0f} | "
-                     + " / ".join("-" if v is None else f"{v:.1f}" for v in at) + " |")
+                     + " / ".join("-" if v is None else f"{v:.1f}" for v in at)
+                     + f" | {best[2]:.1f} ({best[0] / 60:.1f}) |")
     ax.set_xlabel("minutes of training (2 cores)")
     ax.set_ylabel(f"mean return, last {WINDOW} games")
     ax.set_title(args.env)

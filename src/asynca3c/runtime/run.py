@@ -407,9 +407,10 @@ class TrainingRun:
             shards = [ray_shards.RayShard(i, functools.partial(self._shard_spec, i), options=options, store=store,
                                           **common) for i in range(cfg.shards)]
         else:
-            self.shard_frames = self._frame_ring()
-            self.shard_weights = WeightsBoard.for_weights(
-                cfg.shards, [t.detach().numpy() for t in self.predictor.model.shipped()])
+            # segments of tens of MB whose pages are reserved when made: off the loop
+            self.shard_frames = await asyncio.to_thread(self._frame_ring)
+            self.shard_weights = await asyncio.to_thread(
+                WeightsBoard.for_weights, cfg.shards, [t.detach().numpy() for t in self.predictor.model.shipped()])
             shards = [ProcessShard(i, functools.partial(self._shard_spec, i), frames=self.shard_frames,
                                    weights=self.shard_weights, **common) for i in range(cfg.shards)]
         self.agents = list(shards)
