@@ -129,7 +129,10 @@ async def _serve(reader: asyncio.StreamReader, send, post) -> None:
         try:
             await acting
         except Exception as exc:
-            error = error or exc
+            if error is None:
+                error = exc
+            else:
+                error.add_note(f"and then the shard's agents failed: {exc!r}")
     finally:
         for task in (acting, control, beat):
             task.cancel()

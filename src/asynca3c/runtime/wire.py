@@ -122,7 +122,11 @@ def _close_fds(*fds: int) -> None:
 def _start(module: str) -> tuple[subprocess.Popen, int, int]:
     """In a thread: the worker, and this process's ends of its pipes (write to its stdin, read its stdout)."""
     child_in, to_child = os.pipe()  # both close-on-exec; Popen dups the child's ends onto its 0 and 1
-    from_child, child_out = os.pipe()
+    try:
+        from_child, child_out = os.pipe()
+    except BaseException:
+        _close_fds(child_in, to_child)
+        raise
     try:
         popen = subprocess.Popen([sys.executable, "-m", module], stdin=child_in, stdout=child_out,
                                  start_new_session=True)
@@ -152,7 +156,8 @@ async def spawn_worker(module: str) -> WorkerProcess:
     of its own: a terminal's Ctrl-C or a SIGTERM to the parent's process group is the parent's to handle
     (it closes the worker's input); it must not kill the worker behind its back.
     """
-    started = asyncio.ensure_future(asyncio.to_thread(_start, module))
+    # an executor future, not a task: a runner shutting down cancels tasks, and this start must be undone
+    started = asyncio.get_running_loop().run_in_executor(None, _start, module)
     try:
         popen, to_child, from_child = await asyncio.shield(started)
     except asyncio.CancelledError:
@@ -163,22 +168,22 @@ async def spawn_worker(module: str) -> WorkerProcess:
     stdout = asyncio.StreamReader(limit=1 << 20)
     read_file, write_file = pipe_file(from_child, "rb"), pipe_file(to_child, "wb")
     stdout_transport = None
+    handed: set[int] = set()  # descriptors given to the loop: under uvloop, from then on only it closes them
     try:
+        handed.add(from_child)
         stdout_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout), read_file)
+        handed.add(to_child)
         transport, protocol = await loop.connect_write_pipe(
             lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), write_file)
     except BaseException:
         popen.kill()
         _reap_in_background(popen)
         if stdout_transport is not None:
-            stdout_transport.close()  # closes its descriptor, on either loop
-        else:
-            read_file.close()
-            if not owns_fd:
-                _close_fds(from_child)
-        write_file.close()
-        if not owns_fd:
-            _close_fds(to_child)
+            stdout_transport.close()
+        for file, fd in ((read_file, from_child), (write_file, to_child)):
+            file.close()  # closes fd under asyncio (a second close of a closed file object does nothing)
+            if not owns_fd and fd not in handed:
+                _close_fds(fd)
         raise
     return WorkerProcess(popen, asyncio.StreamWriter(transport, protocol, None, loop), stdout, stdout_transport)
 
