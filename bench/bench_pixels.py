@@ -359,7 +359,7 @@ def plot(args) -> int:
     ax.set_xlabel("minutes of training (2 cores)")
     ax.set_ylabel(f"mean return, last {WINDOW} games")
     ax.set_title(args.env)
-    ax.legend()
+    ax.legend(fontsize=7, loc="upper left")  # the early minutes sit at the bottom, the climb on the right
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=100)
     (out / "curves.md").write_text("\n".join(lines) + "\n")
