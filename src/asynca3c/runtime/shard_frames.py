@@ -44,7 +44,6 @@ class FrameRing:
         self._grants = self._ring.writer_grants(shards)
         self._writer_of = [shard for shard, grant in enumerate(self._grants) for _ in grant.slots]
         self.bytes = 0  # frames copied out of slots
-        self.segments = 0
         self.segments_by_shard = [0] * shards
 
     @classmethod
@@ -64,6 +63,11 @@ class FrameRing:
                     "shards' pipes, which is slower (on Docker, raise --shm-size)", e)
             return None
 
+    @property
+    def segments(self) -> int:
+        """Segments whose frames came through the ring, all shards together."""
+        return sum(self.segments_by_shard)
+
     def grant(self, shard: int) -> shm.WriterGrant:
         """Shard ``shard``'s slots (the same after each restart)."""
         return self._grants[shard]
@@ -72,7 +76,6 @@ class FrameRing:
         """A copy of the frames behind ``ref``; the caller then sends the slot's release to its writer."""
         frames = self._ring.view(ref).copy()
         self.bytes += frames.nbytes
-        self.segments += 1
         self.segments_by_shard[self._writer_of[ref.slot]] += 1
         return frames
 
@@ -89,10 +92,6 @@ class FrameWriter:
         self._released = asyncio.Event()
         self._open = True
         self.inline = 0  # segments whose frames went through the pipe (too big for a slot, or closing)
-
-    @property
-    def in_use(self) -> int:
-        return self._writer.in_use
 
     async def put(self, frames: np.ndarray) -> shm.SlotRef | None:
         """``frames`` copied into a free slot (waiting for a release while none is free); None when they

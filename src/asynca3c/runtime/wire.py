@@ -164,9 +164,9 @@ async def spawn_worker(module: str) -> WorkerProcess:
         started.add_done_callback(_kill_if_started)  # the thread finishes the start; then it is undone
         raise
     loop = asyncio.get_running_loop()
-    owns_fd = not _loop_closes_pipes(loop)
     stdout = asyncio.StreamReader(limit=1 << 20)
     read_file, write_file = pipe_file(from_child, "rb"), pipe_file(to_child, "wb")
+    owns_fd = read_file.closefd  # False under uvloop, whose transports close the descriptors
     stdout_transport = None
     handed: set[int] = set()  # descriptors given to the loop: under uvloop, from then on only it closes them
     try:
