@@ -72,3 +72,43 @@ def test_a_request_under_way_at_close_fails_and_leaves_nothing(held_copy, restar
     first, last = asyncio.run(main())
     assert segments() <= before  # neither ring outlived the close, and none was made after it
     assert restarts == [] and last == first  # no new worker was started for the late request
+
+
+def test_rings_are_made_off_the_loop_once_and_a_close_meanwhile_leaves_none(monkeypatch):
+    """Reserving a segment's pages held the loop for about 10 ms: rings are made in a thread, one request at
+    a time (two requests share one ring), and a ring finished after the close is unlinked at once."""
+    from asynca3c.runtime import shm
+    monkeypatch.setattr(learner_client, "SHARED_FRAMES_MIN_BYTES", 0)
+    monkeypatch.setattr(learner_client, "SHARED_WEIGHTS_MIN_BYTES", 0)
+    real, on_loop, hold = shm.SlotRing, [], threading.Event()
+    hold.set()
+
+    def made(*args, **kwargs):
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        hold.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(shm, "SlotRing", made)
+
+    async def main():
+        learner = learner_client.ProcessLearner(spec())
+        await learner.start()
+        await asyncio.gather(learner.learn(batch()), learner.learn(batch()))
+        rings = len(on_loop)
+        await learner.aclose()
+
+        hold.clear()
+        learner = learner_client.ProcessLearner(spec())
+        await learner.start()
+        request = asyncio.create_task(learner.learn(batch()))
+        await asyncio.sleep(0.2)  # its frames ring is being made
+        await learner.aclose()
+        hold.set()
+        with pytest.raises(LearnerError, match="the learner is closed"):
+            await request
+        return rings
+
+    before = segments()
+    assert asyncio.run(main()) == 2  # frames and weights, shared by both requests
+    assert on_loop == [False, False, False]  # the third: the late ring, closed once made
+    assert segments() <= before

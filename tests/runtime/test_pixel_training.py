@@ -117,13 +117,13 @@ def test_with_no_shared_memory_to_be_had_frames_and_weights_go_by_pipe(frames_th
     import errno
 
     from asynca3c import Trainer
-    from asynca3c.runtime import learner_client, shm
+    from asynca3c.runtime import shm
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(shm, "SlotRing", full)
-    monkeypatch.setattr(learner_client, "_warned_shm", False)  # warned once per process
+    monkeypatch.setattr(shm, "_warned_of", set())  # warned once per process
 
     async def main():
         trainer = Trainer(Config(env=register(), **PIXELS, seconds=60, until_solved=True))

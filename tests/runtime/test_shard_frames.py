@@ -80,7 +80,7 @@ def test_small_frames_or_no_shared_memory_mean_the_pipe(monkeypatch, caplog):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(shm, "SlotRing", full)
-    monkeypatch.setattr(shard_frames, "_warned", False)
+    monkeypatch.setattr(shm, "_warned_of", set())
     with caplog.at_level(logging.WARNING, "asynca3c"):
         assert FrameRing.for_shards(2, shard_frames.MIN_BYTES) is None
         assert FrameRing.for_shards(2, shard_frames.MIN_BYTES) is None

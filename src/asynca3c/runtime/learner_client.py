@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import logging
 import pickle
 import time
 from collections.abc import Callable, Sequence
@@ -112,7 +111,6 @@ class LearnerWorker(Protocol):
 SHARED_FRAMES_MIN_BYTES = 1 << 20
 #: Replies carry the weights through a shared-memory slot when a network's state is at least this big.
 SHARED_WEIGHTS_MIN_BYTES = 1 << 20
-_warned_shm = False  # the warning that shared memory could not be had, given once per process
 
 
 @dataclasses.dataclass
@@ -152,6 +150,7 @@ class ProcessLearner:
         self._weights: shm.SlotRing | None = None
         self._closed_alive = False  # aclose() found the worker alive (a later request is refused, not restarted)
         self._shm_failed = False  # no segment could be made (e.g. /dev/shm full): everything goes by pipe
+        self._making_ring = asyncio.Lock()
         # room for the acting copy's weights in a reply: the whole initial state, each array aligned
         self._weight_bytes = sum(shm.aligned(t.numel() * t.element_size()) for t in spec.weights.values())
         self._slots = int(spec.config.get("optimizers", 2)) + 1  # one per request in flight, and one spare
@@ -187,7 +186,7 @@ class ProcessLearner:
             if frames_ref is not None:
                 batch = dataclasses.replace(batch, obs=np.empty((0,), batch.obs.dtype))
             self._check_open()  # again: closed during the copy, it must not make the weights ring
-            weights_ring, weights_ref = self._weights_slot(claimed)
+            weights_ring, weights_ref = await self._weights_slot(claimed)
             stats, weights = await self._send(op, (batch, lr_factor, frames_ref, weights_ref))
             if isinstance(weights, shm.Packed):
                 assert weights_ring is not None  # a Packed reply answers a request that named a slot
@@ -203,11 +202,8 @@ class ProcessLearner:
 
     async def _frames_to_slot(self, batch, claimed: list) -> shm.SlotRef | None:
         obs = batch.obs
-        try:
-            ring = self._frames = (shm.SlotRing(self._slots, obs.nbytes) if self._frames is None
-                                   else shm.ensure_ring(self._frames, obs.nbytes))
-        except OSError as e:
-            self._without_shared_memory(e)
+        ring = await self._ring("_frames", obs.nbytes)
+        if ring is None:
             self.transport.inline_batches += 1
             return None
         slot = ring.claim()
@@ -224,31 +220,46 @@ class ProcessLearner:
         stats.frame_samples += len(batch)
         return ref
 
-    def _weights_slot(self, claimed: list) -> tuple[shm.SlotRing | None, shm.SlotRef | None]:
+    async def _weights_slot(self, claimed: list) -> tuple[shm.SlotRing | None, shm.SlotRef | None]:
         """A slot for the reply's weights (claimed, added to ``claimed``) and its ring; Nones for the pipe."""
-        if self._weight_bytes < SHARED_WEIGHTS_MIN_BYTES or self._shm_failed:
+        if self._weight_bytes < SHARED_WEIGHTS_MIN_BYTES:
             return None, None
-        if self._weights is None:
-            try:
-                self._weights = shm.SlotRing(self._slots, self._weight_bytes)
-            except OSError as e:
-                self._without_shared_memory(e)
-                return None, None
-        ring = self._weights
+        ring = await self._ring("_weights", self._weight_bytes)
+        if ring is None:
+            return None, None
         slot = ring.claim()
         if slot is None:
             return None, None
         claimed.append((ring, slot))
         return ring, shm.flat_ref(ring.name, slot, ring.slot_bytes)
 
+    async def _ring(self, which: str, nbytes: int) -> shm.SlotRing | None:
+        """The ``_frames`` or ``_weights`` ring, with slots of at least ``nbytes``; None where no segment can
+        be made. A ring is made, or replaced by a bigger one, in a thread and by one request at a time:
+        reserving a segment's pages held the loop for about 10 ms."""
+        async with self._making_ring:
+            ring: shm.SlotRing | None = getattr(self, which)
+            if ring is not None and nbytes <= ring.slot_bytes:
+                return ring
+            if self._shm_failed:
+                return None
+            size = nbytes if ring is None else shm.grown_slot_bytes(ring, nbytes)
+            try:
+                made = await self._in_thread(shm.SlotRing, self._slots, size)
+            except OSError as e:
+                self._without_shared_memory(e)
+                return None
+            if self._proc is None:  # closed meanwhile, after closing the rings it had
+                made.close()
+                self._check_open()
+            if ring is not None:
+                ring.retire()  # unlinked once its last claimed slot is released
+            setattr(self, which, made)
+            return made
+
     def _without_shared_memory(self, error: OSError) -> None:
         self._shm_failed = True
-        global _warned_shm
-        if not _warned_shm:  # once per process: restarted workers would repeat it
-            _warned_shm = True
-            logging.getLogger("asynca3c").warning(
-                "no shared-memory segment could be made (%s); frames and weights go through the learner's pipe, "
-                "which is slower (on Docker, raise --shm-size)", error)
+        shm.warn_no_segment("the learner's frames and weights", error)
 
     async def _weights_from_slot(self, ring: shm.SlotRing, packed: shm.Packed) -> list[np.ndarray]:
         start = time.perf_counter()

@@ -15,7 +15,6 @@ machines) send their arrays through Ray's object store instead.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 
 import numpy as np
@@ -27,8 +26,6 @@ from asynca3c.runtime import shm
 MIN_BYTES = 1 << 20
 #: Slots per shard: segments on their way while the trainer reads the one before.
 SLOTS_PER_SHARD = 4
-
-_warned = False  # that no segment could be made, said once per process
 
 
 def segment_frame_bytes(segment_length: int, envs_per_agent: int, obs_shape: tuple[int, ...], dtype) -> int:
@@ -55,12 +52,7 @@ class FrameRing:
         try:
             return cls(shards, frame_bytes)
         except OSError as e:
-            global _warned
-            if not _warned:
-                _warned = True
-                logging.getLogger("asynca3c").warning(
-                    "no shared-memory segment could be made for the shards' frames (%s); they go through the "
-                    "shards' pipes, which is slower (on Docker, raise --shm-size)", e)
+            shm.warn_no_segment("the shards' frames", e)
             return None
 
     @property

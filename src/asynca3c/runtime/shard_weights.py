@@ -14,7 +14,6 @@ version a publishing shard always finds a free slot.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -52,9 +51,7 @@ class WeightsBoard:
         try:
             return cls(shards, size)
         except OSError as e:
-            logging.getLogger("asynca3c").warning(
-                "no shared-memory segment could be made for the shards' weights (%s); they go through the "
-                "shards' pipes, which is slower (on Docker, raise --shm-size)", e)
+            shm.warn_no_segment("the shards' weights", e)
             return None
 
     def publish(self, version: int, arrays: Sequence[np.ndarray]) -> shm.Packed | None:

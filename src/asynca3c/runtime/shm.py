@@ -28,6 +28,7 @@ writer and attachment belongs to one thread (the event loop's).
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import mmap
 import os
@@ -55,6 +56,19 @@ except ImportError:  # Windows
     _posixshmem = None
 #: Whether this platform has POSIX shared memory (callers send arrays inline where it has not).
 AVAILABLE = _posixshmem is not None
+
+_warned_of: set[str] = set()  # what the no-segment warning has been given for, in this process
+
+
+def warn_no_segment(what: str, error: OSError) -> None:
+    """Warn that no segment could be made, so ``what`` goes through a pipe: once per process for each
+    ``what`` (restarted workers and each new ring would otherwise repeat it)."""
+    if what in _warned_of:
+        return
+    _warned_of.add(what)
+    logging.getLogger("asynca3c").warning(
+        "no shared-memory segment could be made for %s (%s); they go through a pipe, which is slower (on "
+        "Docker, raise --shm-size)", what, error)
 
 
 def aligned(nbytes: int) -> int:
@@ -321,15 +335,20 @@ class SlotRing:
         return self._mm
 
 
+def grown_slot_bytes(ring: SlotRing, nbytes: int) -> int:
+    """The slot size of the ring that replaces ``ring`` for an ``nbytes`` array: at least double, so slowly
+    growing batches do not regrow every time."""
+    return max(nbytes, 2 * ring.slot_bytes)
+
+
 def ensure_ring(ring: SlotRing, nbytes: int) -> SlotRing:
-    """``ring`` if an ``nbytes`` array fits its slots; else a new ring with as many slots of
-    ``max(nbytes, 2 * ring.slot_bytes)`` (doubling, so slowly growing batches do not regrow every time),
-    the old ring retired: it is unlinked once its last claimed slot is released. Release each handle on the
-    ring that made it (``ref.name`` tells which).
+    """``ring`` if an ``nbytes`` array fits its slots; else a new ring with as many slots, of
+    :func:`grown_slot_bytes`, the old ring retired: it is unlinked once its last claimed slot is released.
+    Release each handle on the ring that made it (``ref.name`` tells which).
     """
     if nbytes <= ring.slot_bytes:
         return ring
-    bigger = SlotRing(ring.slots, max(nbytes, 2 * ring.slot_bytes))
+    bigger = SlotRing(ring.slots, grown_slot_bytes(ring, nbytes))
     try:
         ring.retire()
     except BaseException:
