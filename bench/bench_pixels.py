@@ -22,7 +22,9 @@ replies) come from its learner client.
 ``curve`` runs one system for ``--seconds`` and records (seconds, steps,
 mean return of the last 10 whole games) every 10 s: ``results/pixels/<game>/
 <system>-seed<N>.json``; ``plot`` draws every curve there into curves.png and
-writes curves.md. Run the curves one at a time: they share the 2 cores.
+writes curves.md, with each asynca3c curve set against SB3 A2C's with the same
+CNN: the minute from which it stays above, and the share of points above. Run
+the curves one at a time: they share the 2 cores.
 
 ``shards`` trains with ``--shards`` acting shard processes, alternating how
 their segments' frames and weights cross: through the trainer's shared memory
@@ -340,12 +342,15 @@ def plot(args) -> int:
 
     out = OUT / _game(args.env)
     runs = [json.loads(p.read_text()) for p in sorted(out.glob("*-seed*.json"))]
+    peers = {_encoder(r): _points(r) for r in runs if _is_sb3(r)}
     fig, ax = plt.subplots(figsize=(7, 4))
-    lines = [f"Curves: mean return of the last {WINDOW} whole games ({args.env}); one line per run.", "",
-             "| run | steps | steps/s | return at 5 / 10 / 20 / 30 / 45 / 60 min | best (at min) |",
-             "|---|---:|---:|---|---|"]
+    lines = [f"Curves: mean return of the last {WINDOW} whole games ({args.env}); one line per run. Against SB3 "
+             "A2C with the same CNN: the minute from which every later point is above its curve (interpolated, "
+             "within its span), and the share of points above it.", "",
+             "| run | steps | steps/s | return at 5 / 10 / 20 / 30 / 45 / 60 min | best (at min) | "
+             "above SB3 A2C from (min) | points above |", "|---|---:|---:|---|---|---:|---:|"]
     for r in runs:
-        c = [p for p in r["curve"] if p[2] is not None and not (isinstance(p[2], float) and math.isnan(p[2]))]
+        c = _points(r)
         if not c:
             continue
         t, y = [p[0] for p in c], [p[2] for p in c]
@@ -353,9 +358,14 @@ def plot(args) -> int:
         ax.plot(np.array(t) / 60, y, label=label)
         at = [next((p[2] for p in c if p[0] >= m * 60 - 10), None) for m in (5, 10, 20, 30, 45, 60)]
         best = max(c, key=lambda p: p[2])
+        peer = None if _is_sb3(r) else peers.get(_encoder(r))
+        versus = "| - | -"
+        if peer:
+            since, share = _above(c, peer)
+            versus = f"| {'never' if since is None else f'{since / 60:.1f}'} | {share:.0%}"
         lines.append(f"| {label} | {r.get('env_steps', 0):,} | {r.get('steps_per_second', 0):,.0f} | "
                      + " / ".join("-" if v is None else f"{v:.1f}" for v in at)
-                     + f" | {best[2]:.1f} ({best[0] / 60:.1f}) |")
+                     + f" | {best[2]:.1f} ({best[0] / 60:.1f}) {versus} |")
     ax.set_xlabel("minutes of training (2 cores)")
     ax.set_ylabel(f"mean return, last {WINDOW} games")
     ax.set_title(args.env)
@@ -365,6 +375,40 @@ def plot(args) -> int:
     (out / "curves.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
+
+
+def _points(run: dict) -> list:
+    """A curve's points that have a return (the first ones wait for whole games)."""
+    return [p for p in run["curve"] if p[2] is not None and not (isinstance(p[2], float) and math.isnan(p[2]))]
+
+
+def _is_sb3(run: dict) -> bool:
+    return run["system"].startswith("sb3-a2c")
+
+
+def _encoder(run: dict) -> str:
+    """The CNN a curve's run trained: asynca3c's config says ('auto' picks the Nature CNN for Atari); SB3's
+    run is labelled 'a3c' for the A3C paper's CNN."""
+    if _is_sb3(run):
+        return "a3c" if run.get("label") == "a3c" else "nature"
+    encoder = run.get("config", {}).get("encoder", "nature")
+    return "nature" if encoder == "auto" else encoder
+
+
+def _above(points: list, peer: list) -> tuple[float | None, float]:
+    """(the time from which every point of ``points`` within ``peer``'s span is above ``peer``'s curve,
+    None if the last one is not; the share of those points above it)."""
+    t, y = np.array([p[0] for p in peer]), np.array([p[2] for p in peer])
+    within = [p for p in points if t[0] <= p[0] <= t[-1]]
+    above = [p[2] > np.interp(p[0], t, y) for p in within]
+    if not within:
+        return None, 0.0
+    since = None
+    for p, a in zip(reversed(within), reversed(above), strict=True):
+        if not a:
+            break
+        since = p[0]
+    return since, sum(above) / len(above)
 
 
 def shards(args) -> int:
