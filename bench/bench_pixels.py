@@ -342,11 +342,14 @@ def plot(args) -> int:
 
     out = OUT / _game(args.env)
     runs = [json.loads(p.read_text()) for p in sorted(out.glob("*-seed*.json"))]
-    peers = {_encoder(r): _points(r) for r in runs if _is_sb3(r)}
+    peers: dict[str, list[list]] = {}  # each CNN's SB3 curves (one per seed run)
+    for r in runs:
+        if _is_sb3(r) and _points(r):
+            peers.setdefault(_encoder(r), []).append(_points(r))
     fig, ax = plt.subplots(figsize=(7, 4))
     lines = [f"Curves: mean return of the last {WINDOW} whole games ({args.env}); one line per run. Against SB3 "
              "A2C with the same CNN: the minute from which every later point is above its curve (interpolated, "
-             "within its span), and the share of points above it.", "",
+             "within its span; above all of them where it has several seeds), and the share of points above it.", "",
              "| run | steps | steps/s | return at 5 / 10 / 20 / 30 / 45 / 60 min | best (at min) | "
              "above SB3 A2C from (min) | points above |", "|---|---:|---:|---|---|---:|---:|"]
     for r in runs:
@@ -358,10 +361,9 @@ def plot(args) -> int:
         ax.plot(np.array(t) / 60, y, label=label)
         at = [next((p[2] for p in c if p[0] >= m * 60 - 10), None) for m in (5, 10, 20, 30, 45, 60)]
         best = max(c, key=lambda p: p[2])
-        peer = None if _is_sb3(r) else peers.get(_encoder(r))
         versus = "| - | -"
-        if peer:
-            since, share = _above(c, peer)
+        if not _is_sb3(r) and _encoder(r) in peers:
+            since, share = _above(c, peers[_encoder(r)])
             versus = f"| {'never' if since is None else f'{since / 60:.1f}'} | {share:.0%}"
         lines.append(f"| {label} | {r.get('env_steps', 0):,} | {r.get('steps_per_second', 0):,.0f} | "
                      + " / ".join("-" if v is None else f"{v:.1f}" for v in at)
@@ -388,21 +390,22 @@ def _is_sb3(run: dict) -> bool:
 
 def _encoder(run: dict) -> str:
     """The CNN a curve's run trained: asynca3c's config says ('auto' picks the Nature CNN for Atari); SB3's
-    run is labelled 'a3c' for the A3C paper's CNN."""
+    system names it ('sb3-a2c-a3c' for the A3C paper's CNN, plain 'sb3-a2c' for the Nature CNN)."""
     if _is_sb3(run):
-        return "a3c" if run.get("label") == "a3c" else "nature"
+        return run["system"].removeprefix("sb3-a2c").lstrip("-") or "nature"
     encoder = run.get("config", {}).get("encoder", "nature")
     return "nature" if encoder == "auto" else encoder
 
 
-def _above(points: list, peer: list) -> tuple[float | None, float]:
-    """(the time from which every point of ``points`` within ``peer``'s span is above ``peer``'s curve,
-    None if the last one is not; the share of those points above it)."""
-    t, y = np.array([p[0] for p in peer]), np.array([p[2] for p in peer])
-    within = [p for p in points if t[0] <= p[0] <= t[-1]]
-    above = [p[2] > np.interp(p[0], t, y) for p in within]
+def _above(points: list, peers: list[list]) -> tuple[float | None, float]:
+    """(the time from which every point of ``points`` within the span all ``peers`` cover is above each
+    peer's curve, None if the last one is not; the share of those points above them)."""
+    curves = [(np.array([p[0] for p in peer]), np.array([p[2] for p in peer])) for peer in peers]
+    start, end = max(t[0] for t, _ in curves), min(t[-1] for t, _ in curves)
+    within = [p for p in points if start <= p[0] <= end]
     if not within:
         return None, 0.0
+    above = [all(p[2] > np.interp(p[0], t, y) for t, y in curves) for p in within]
     since = None
     for p, a in zip(reversed(within), reversed(above), strict=True):
         if not a:

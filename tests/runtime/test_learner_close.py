@@ -1,5 +1,6 @@
 """A learner request that is still under way when the learner is closed: it fails with "closed", makes no
-shared-memory segment, and starts no new worker process."""
+shared-memory segment, and starts no new worker process. One cancelled midway leaves no slot claimed and no
+segment behind; a bigger batch grows the frames ring without pulling the old one from under a request."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import until
 
 from asynca3c import Config
 from asynca3c.core.learner import LearnerSpec
 from asynca3c.core.messages import Segment
 from asynca3c.core.model import ActorCritic
 from asynca3c.errors import LearnerError
-from asynca3c.runtime import learner_client
+from asynca3c.runtime import learner_client, shm
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="lists segments in /dev/shm (Linux)")
 
@@ -46,8 +48,8 @@ def spec() -> LearnerSpec:
     return LearnerSpec.of(model, cfg, torch.device("cpu"))
 
 
-def batch() -> Segment:
-    return Segment.empty(8, 4, (1, 36, 36), (), np.int64, obs_dtype=np.uint8)
+def batch(envs: int = 4) -> Segment:
+    return Segment.empty(8, envs, (1, 36, 36), (), np.int64, obs_dtype=np.uint8)
 
 
 @pytest.mark.parametrize("restarting", [False, True])
@@ -77,7 +79,6 @@ def test_a_request_under_way_at_close_fails_and_leaves_nothing(held_copy, restar
 def test_rings_are_made_off_the_loop_once_and_a_close_meanwhile_leaves_none(monkeypatch):
     """Reserving a segment's pages held the loop for about 10 ms: rings are made in a thread, one request at
     a time (two requests share one ring), and a ring finished after the close is unlinked at once."""
-    from asynca3c.runtime import shm
     monkeypatch.setattr(learner_client, "SHARED_FRAMES_MIN_BYTES", 0)
     monkeypatch.setattr(learner_client, "SHARED_WEIGHTS_MIN_BYTES", 0)
     real, on_loop, hold = shm.SlotRing, [], threading.Event()
@@ -106,9 +107,83 @@ def test_rings_are_made_off_the_loop_once_and_a_close_meanwhile_leaves_none(monk
         hold.set()
         with pytest.raises(LearnerError, match="the learner is closed"):
             await request
+        assert segments() <= before  # the late ring went as it was made, not when collected
         return rings
 
     before = segments()
     assert asyncio.run(main()) == 2  # frames and weights, shared by both requests
     assert on_loop == [False, False, False]  # the third: the late ring, closed once made
+    assert segments() <= before
+
+
+def test_a_request_cancelled_while_its_ring_is_made_leaves_no_segment_and_the_learner_goes_on(monkeypatch):
+    monkeypatch.setattr(learner_client, "SHARED_FRAMES_MIN_BYTES", 0)
+    monkeypatch.setattr(learner_client, "SHARED_WEIGHTS_MIN_BYTES", 0)
+    real, hold = shm.SlotRing, threading.Event()
+
+    def made(*args, **kwargs):
+        hold.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(shm, "SlotRing", made)
+    before = segments()
+
+    async def main():
+        learner = learner_client.ProcessLearner(spec())
+        await learner.start()
+        request = asyncio.create_task(learner.learn(batch()))
+        await asyncio.sleep(0.2)  # its frames ring is being made in a thread, which a cancel does not stop
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        hold.set()
+        assert await until(lambda: segments() <= before, 10.0)  # unlinked once the thread had made it
+        await learner.learn(batch())  # a new ring, and the learner answers
+        assert learner.transport.inline_batches == 0
+        await learner.aclose()
+
+    asyncio.run(main())
+    assert segments() <= before
+
+
+def test_a_request_cancelled_while_copying_its_frames_releases_its_slot_once_the_copy_ends(held_copy):
+    async def main():
+        learner = learner_client.ProcessLearner(spec())
+        await learner.start()
+        request = asyncio.create_task(learner.learn(batch()))
+        assert await until(lambda: learner._frames is not None and learner._frames.in_use == 1, 10.0)
+        request.cancel()  # the copy goes on in its thread: the slot stays claimed until it ends
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        assert learner._frames.in_use == 1
+        held_copy.set()
+        assert await until(lambda: learner._frames.in_use == 0, 10.0)  # never sent: nothing holds it now
+        for _ in range(4):  # more requests than slots: none was lost to the cancel
+            await learner.learn(batch())
+        assert learner.transport.inline_batches == 0
+        await learner.aclose()
+
+    before = segments()
+    asyncio.run(main())
+    assert segments() <= before
+
+
+def test_a_bigger_batch_grows_the_frames_ring_and_the_old_one_goes_when_its_last_slot_is_released(held_copy):
+    async def main():
+        learner = learner_client.ProcessLearner(spec())
+        await learner.start()
+        small = asyncio.create_task(learner.learn(batch(4)))
+        assert await until(lambda: learner._frames is not None and learner._frames.in_use == 1, 10.0)
+        old = learner._frames.name
+        big = asyncio.create_task(learner.learn(batch(16)))  # 4x the frames: its slot needs a new ring
+        assert await until(lambda: learner._frames.name != old, 10.0)
+        assert {old, learner._frames.name} <= segments()  # the old one stays: the small request's slot is in it
+        held_copy.set()
+        await asyncio.gather(small, big)
+        assert old not in segments() and learner._frames.name in segments()
+        assert learner._frames.slot_bytes >= batch(16).obs.nbytes and learner.transport.inline_batches == 0
+        await learner.aclose()
+
+    before = segments()
+    asyncio.run(main())
     assert segments() <= before

@@ -84,7 +84,9 @@ def test_a_close_cancelled_while_waiting_kills_and_reaps_the_worker(run_on, asse
         except asyncio.CancelledError:
             pass
         assert await until(lambda: children() <= before, 10.0)
-        assert worker.returncode == -9  # killed (it was still importing torch), and reaped
+        # killed (it was still importing torch), and reaped; the reaping thread records the status just
+        # after the process is gone (until then Popen.poll() answers None), hence wait() and not returncode
+        assert await asyncio.wait_for(worker.wait(), 5.0) == -9
         return worker.pid
 
     pid = run_on(main())

@@ -42,7 +42,7 @@ from asynca3c.errors import Asynca3cError, LearnerError
 from asynca3c.runtime import shm
 from asynca3c.runtime.faults import RestartWindow
 from asynca3c.runtime.wire import HEADER, WorkerProcess, close_worker, encode_frame, exit_status, spawn_worker
-from asynca3c.runtime.work_threads import WorkThreads, in_thread
+from asynca3c.runtime.work_threads import WorkThreads, in_thread, undone_if_cancelled
 
 
 class LearnerClient(Protocol):
@@ -180,20 +180,22 @@ class ProcessLearner:
         ``frames``; copied there off the loop) and the reply's weights (written there by the worker, copied out
         off the loop). The pipe carries the rest, and any array that found no free slot."""
         claimed: list[tuple[shm.SlotRing, int]] = []
-        abandoned = False
+        sent = abandoned = False
         try:
             frames_ref = await self._frames_to_slot(batch, claimed) if frames else None
             if frames_ref is not None:
                 batch = dataclasses.replace(batch, obs=np.empty((0,), batch.obs.dtype))
             self._check_open()  # again: closed during the copy, it must not make the weights ring
             weights_ring, weights_ref = await self._weights_slot(claimed)
+            sent = True  # _send writes the request before its first await: from here the worker may see it
             stats, weights = await self._send(op, (batch, lr_factor, frames_ref, weights_ref))
             if isinstance(weights, shm.Packed):
                 assert weights_ring is not None  # a Packed reply answers a request that named a slot
                 weights = await self._weights_from_slot(weights_ring, weights)
             return stats, weights
         except asyncio.CancelledError:
-            abandoned = True  # the worker may still be using them: the slots stay claimed until the rings close
+            # once sent, the worker may still be using them: the slots stay claimed until the rings close
+            abandoned = sent
             raise
         finally:
             if not abandoned:
@@ -213,7 +215,11 @@ class ProcessLearner:
         claimed.append((ring, slot))
         ref = shm.SlotRef(ring.name, slot, slot * ring.slot_bytes, tuple(obs.shape), obs.dtype.str)
         start = time.perf_counter()
-        await self._in_thread(np.copyto, ring.view(ref), obs)  # tens of MB: a copy that releases the GIL
+        try:  # tens of MB: a copy that releases the GIL
+            await undone_if_cancelled(self._in_thread(np.copyto, ring.view(ref), obs), lambda _: ring.release(slot))
+        except asyncio.CancelledError:
+            claimed.remove((ring, slot))  # released once the thread stops writing into it
+            raise
         stats = self.transport
         stats.frame_seconds += time.perf_counter() - start
         stats.frame_bytes += obs.nbytes
@@ -236,8 +242,10 @@ class ProcessLearner:
     async def _ring(self, which: str, nbytes: int) -> shm.SlotRing | None:
         """The ``_frames`` or ``_weights`` ring, with slots of at least ``nbytes``; None where no segment can
         be made. A ring is made, or replaced by a bigger one, in a thread and by one request at a time:
-        reserving a segment's pages held the loop for about 10 ms."""
+        reserving a segment's pages held the loop for about 10 ms. One finished after a close or a cancel is
+        unlinked at once."""
         async with self._making_ring:
+            self._check_open()  # closed while this request waited for the lock: no new segment
             ring: shm.SlotRing | None = getattr(self, which)
             if ring is not None and nbytes <= ring.slot_bytes:
                 return ring
@@ -245,7 +253,8 @@ class ProcessLearner:
                 return None
             size = nbytes if ring is None else shm.grown_slot_bytes(ring, nbytes)
             try:
-                made = await self._in_thread(shm.SlotRing, self._slots, size)
+                making = self._in_thread(shm.SlotRing, self._slots, size)
+                made = await undone_if_cancelled(making, lambda unwanted: unwanted.close())
             except OSError as e:
                 self._without_shared_memory(e)
                 return None

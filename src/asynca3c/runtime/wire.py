@@ -76,7 +76,8 @@ class WorkerProcess:
             self._popen.kill()
 
     def reap_in_background(self) -> None:
-        """Reap it from a short-lived thread once it has ended (after ``kill``): no zombie, no wait here."""
+        """Reap it from a short-lived thread once it has ended (after ``kill``): no zombie, no wait here.
+        ``returncode`` stays None for a moment after the process is gone, until that thread records it."""
         _reap_in_background(self._popen)
 
     def close_pipes(self) -> None:

@@ -31,6 +31,21 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT = 10.0
 
 
+async def undone_if_cancelled(call: Awaitable[T], undo: Callable[[T], object]) -> T:
+    """Await ``call``, a call running in a thread, which a cancel does not stop. Cancelled, this returns at
+    once and hands the call's result to ``undo`` when the thread is done with it (a segment it made, a slot it
+    was writing), so nothing is used or leaked behind the caller's back."""
+    running = asyncio.ensure_future(call)
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        def finished(done: asyncio.Future) -> None:
+            if not done.cancelled() and done.exception() is None:
+                undo(done.result())
+        running.add_done_callback(finished)
+        raise
+
+
 def in_thread(work: WorkThreads | None) -> Callable[..., Awaitable[Any]]:
     """How a part given ``work`` (or None, outside a run: asyncio's default threads) runs a call off the loop."""
     return work.run if work is not None else asyncio.to_thread
