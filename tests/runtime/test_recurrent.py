@@ -171,17 +171,19 @@ def test_unroll_matches_stepping_one_row_at_a_time():
 
 
 MASKED = dict(env="CartPole-v1", env_wrapper="mask-velocity", deterministic=True, agents=1, envs_per_agent=32,
-              eval_envs=0, batch_envs=32, segment_length=16, seconds=0, steps=80_000, final_eval_episodes=30,
+              eval_envs=0, batch_envs=32, segment_length=16, seconds=0, steps=120_000, final_eval_episodes=30,
               hidden=(32,), core_size=32, lr=0.006, log_interval=5, learner="thread")
 
 
 def test_masked_cartpole_is_learned_with_an_lstm_and_not_without():
-    """Position and angle only: the velocities must be remembered. The deterministic mode makes both runs
-    repeat exactly (measured: the LSTM 124.5, feed-forward 48.1, after the same 80k steps)."""
+    """Position and angle only: the velocities must be remembered. The deterministic mode makes a run repeat
+    exactly on one machine, but float results differ between CPUs, so the margins are wide: after 120k steps
+    seeds 0-4 gave the LSTM 165-393 and feed-forward 47-60 here (after 80k the LSTM spread 56-319, and seed 0
+    went from 124.5 on one machine to 56.2 on another)."""
     lstm = train(Config(**MASKED, recurrent="lstm"))
     flat = train(Config(**MASKED))
     assert lstm.eval_mean_return >= 2 * flat.eval_mean_return, (lstm.eval_mean_return, flat.eval_mean_return)
-    assert lstm.eval_mean_return >= 90
+    assert lstm.eval_mean_return >= 120
 
 
 def test_recurrent_settings_are_checked():
