@@ -75,6 +75,32 @@ async def until(condition: Callable[[], Any], seconds: float = 30.0) -> bool:
     return bool(condition())
 
 
+def shm_segments() -> set[str]:
+    """This package's shared-memory segments that this test process answers for: its own, its descendants',
+    and any whose maker is gone (a leak). Segments of other live processes are left out: another
+    pytest-xdist worker's runs make and unlink theirs meanwhile."""
+    from asynca3c.runtime import shm
+
+    if not os.path.isdir("/dev/shm"):
+        return set()
+    return {n for n in os.listdir("/dev/shm") if n.startswith(shm.PREFIX) and _answered_for(shm.maker_pid(n))}
+
+
+def _answered_for(maker: int | None) -> bool:
+    if maker is None or not process_alive(maker):  # not named by its maker, or the maker is gone: a leak
+        return True
+    me, pid = os.getpid(), maker
+    while pid > 1:
+        if pid == me:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])  # its parent
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
+
+
 def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

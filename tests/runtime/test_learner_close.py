@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import until
+from conftest import shm_segments, until
 
 from asynca3c import Config
 from asynca3c.core.learner import LearnerSpec
@@ -21,10 +21,6 @@ from asynca3c.errors import LearnerError
 from asynca3c.runtime import learner_client, shm
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="lists segments in /dev/shm (Linux)")
-
-
-def segments() -> set[str]:
-    return {n for n in os.listdir("/dev/shm") if n.startswith("asynca3c_")}
 
 
 @pytest.fixture
@@ -70,9 +66,9 @@ def test_a_request_under_way_at_close_fails_and_leaves_nothing(held_copy, restar
         await learner.aclose()
         return first, learner.pid
 
-    before = segments()
+    before = shm_segments()
     first, last = asyncio.run(main())
-    assert segments() <= before  # neither ring outlived the close, and none was made after it
+    assert shm_segments() <= before  # neither ring outlived the close, and none was made after it
     assert restarts == [] and last == first  # no new worker was started for the late request
 
 
@@ -107,13 +103,13 @@ def test_rings_are_made_off_the_loop_once_and_a_close_meanwhile_leaves_none(monk
         hold.set()
         with pytest.raises(LearnerError, match="the learner is closed"):
             await request
-        assert segments() <= before  # the late ring went as it was made, not when collected
+        assert shm_segments() <= before  # the late ring went as it was made, not when collected
         return rings
 
-    before = segments()
+    before = shm_segments()
     assert asyncio.run(main()) == 2  # frames and weights, shared by both requests
     assert on_loop == [False, False, False]  # the third: the late ring, closed once made
-    assert segments() <= before
+    assert shm_segments() <= before
 
 
 def test_a_request_cancelled_while_its_ring_is_made_leaves_no_segment_and_the_learner_goes_on(monkeypatch):
@@ -126,7 +122,7 @@ def test_a_request_cancelled_while_its_ring_is_made_leaves_no_segment_and_the_le
         return real(*args, **kwargs)
 
     monkeypatch.setattr(shm, "SlotRing", made)
-    before = segments()
+    before = shm_segments()
 
     async def main():
         learner = learner_client.ProcessLearner(spec())
@@ -137,13 +133,13 @@ def test_a_request_cancelled_while_its_ring_is_made_leaves_no_segment_and_the_le
         with pytest.raises(asyncio.CancelledError):
             await request
         hold.set()
-        assert await until(lambda: segments() <= before, 10.0)  # unlinked once the thread had made it
+        assert await until(lambda: shm_segments() <= before, 10.0)  # unlinked once the thread had made it
         await learner.learn(batch())  # a new ring, and the learner answers
         assert learner.transport.inline_batches == 0
         await learner.aclose()
 
     asyncio.run(main())
-    assert segments() <= before
+    assert shm_segments() <= before
 
 
 def test_a_request_cancelled_while_copying_its_frames_releases_its_slot_once_the_copy_ends(held_copy):
@@ -163,9 +159,9 @@ def test_a_request_cancelled_while_copying_its_frames_releases_its_slot_once_the
         assert learner.transport.inline_batches == 0
         await learner.aclose()
 
-    before = segments()
+    before = shm_segments()
     asyncio.run(main())
-    assert segments() <= before
+    assert shm_segments() <= before
 
 
 def test_a_bigger_batch_grows_the_frames_ring_and_the_old_one_goes_when_its_last_slot_is_released(held_copy):
@@ -177,13 +173,13 @@ def test_a_bigger_batch_grows_the_frames_ring_and_the_old_one_goes_when_its_last
         old = learner._frames.name
         big = asyncio.create_task(learner.learn(batch(16)))  # 4x the frames: its slot needs a new ring
         assert await until(lambda: learner._frames.name != old, 10.0)
-        assert {old, learner._frames.name} <= segments()  # the old one stays: the small request's slot is in it
+        assert {old, learner._frames.name} <= shm_segments()  # the old one stays: the small request's slot is in it
         held_copy.set()
         await asyncio.gather(small, big)
-        assert old not in segments() and learner._frames.name in segments()
+        assert old not in shm_segments() and learner._frames.name in shm_segments()
         assert learner._frames.slot_bytes >= batch(16).obs.nbytes and learner.transport.inline_batches == 0
         await learner.aclose()
 
-    before = segments()
+    before = shm_segments()
     asyncio.run(main())
-    assert segments() <= before
+    assert shm_segments() <= before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import shm_segments
 from pixel_env import register
 
 from asynca3c import Config, train
@@ -72,11 +73,6 @@ def test_a_cnn_over_observations_that_are_not_images_is_refused():
         train(Config(env=register(), **PIXELS, running_obs_norm=True, seconds=0.5))
 
 
-def shared_segments() -> set[str]:
-    import os
-    return {n for n in os.listdir("/dev/shm") if n.startswith("asynca3c_")} if os.path.isdir("/dev/shm") else set()
-
-
 @pytest.fixture
 def frames_through_shared_memory(monkeypatch):
     """Every segment batch's observations, and every reply's weights, cross between the trainer and the
@@ -91,7 +87,7 @@ def test_frames_cross_through_shared_memory_and_weights_every_k_updates(frames_t
     import asyncio
 
     from asynca3c import Trainer
-    before = shared_segments()
+    before = shm_segments()
 
     async def main():
         cfg = Config(env=register(), **PIXELS, seconds=60, until_solved=True, weights_every=3)
@@ -107,7 +103,7 @@ def test_frames_cross_through_shared_memory_and_weights_every_k_updates(frames_t
     assert transport.frame_samples == 8 * 16 * batches and transport.inline_batches == 0
     assert transport.weight_replies == batches // 3  # replies carry weights after every third batch only
     assert transport.pipe_weight_replies == 0  # all of them through a slot, none pickled through the pipe
-    assert shared_segments() <= before  # the ring was unlinked
+    assert shm_segments() <= before  # the ring was unlinked
 
 
 def test_with_no_shared_memory_to_be_had_frames_and_weights_go_by_pipe(frames_through_shared_memory,
@@ -144,13 +140,13 @@ def test_a_killed_learner_leaves_no_shared_memory_and_the_run_goes_on(frames_thr
     from conftest import until
 
     from asynca3c import Trainer
-    before = shared_segments()
+    before = shm_segments()
 
     async def main():
         cfg = Config(env=register(), **{**PIXELS, "final_eval_episodes": 0}, seconds=0)
         async with Trainer(cfg) as trainer:
             assert await until(lambda: trainer.snapshot()["updates"] >= 3)
-            assert shared_segments() - before  # the ring exists while training
+            assert shm_segments() - before  # the ring exists while training
             first = trainer.learner.pid
             os.kill(first, signal.SIGKILL)
             assert await until(lambda: trainer.learner.pid != first)
@@ -160,7 +156,7 @@ def test_a_killed_learner_leaves_no_shared_memory_and_the_run_goes_on(frames_thr
 
     result = asyncio.run(main())
     assert result.learner_restarts == 1
-    assert shared_segments() <= before
+    assert shm_segments() <= before
 
 
 def test_a_video_of_the_pixel_policy_is_recorded(pixel_run, tmp_path):

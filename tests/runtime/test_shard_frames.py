@@ -12,7 +12,7 @@ import signal
 
 import numpy as np
 import pytest
-from conftest import process_alive, until
+from conftest import process_alive, shm_segments, until
 from pixel_env import ENV_ID
 
 from asynca3c import Config, Trainer
@@ -25,10 +25,6 @@ PIXEL_ENV = f"pixel_env:{ENV_ID}"
 PIXELS = dict(env=PIXEL_ENV, encoder="a3c", shards=2, agents=2, envs_per_agent=8, segment_length=8, batch_envs=16,
               reward_scale=1.0, lr=0.001, solve_window=50, log_interval=0.5)
 SEGMENT_BYTES = 9 * 8 * 42 * 42  # (segment_length + 1) rows of envs_per_agent 42x42 frames
-
-
-def shared_segments() -> set[str]:
-    return {n for n in os.listdir("/dev/shm") if n.startswith(shm.PREFIX)} if os.path.isdir("/dev/shm") else set()
 
 
 @pytest.fixture
@@ -67,9 +63,9 @@ def test_a_writer_waits_for_a_release_when_its_slots_are_claimed():
             writer.close()
             ring.close()
 
-    before = shared_segments()
+    before = shm_segments()
     asyncio.run(main())
-    assert shared_segments() <= before
+    assert shm_segments() <= before
 
 
 def test_small_frames_or_no_shared_memory_mean_the_pipe(monkeypatch, caplog):
@@ -92,7 +88,7 @@ def shard_pids(trainer: Trainer) -> list[int]:
 
 
 def test_shards_ship_pixel_segments_through_shared_memory_and_the_cnn_learns(small_frames_too):
-    before = shared_segments()
+    before = shm_segments()
 
     async def main():
         trainer = Trainer(Config(**PIXELS, seconds=60, until_solved=True, final_eval_episodes=20))
@@ -113,17 +109,17 @@ def test_shards_ship_pixel_segments_through_shared_memory_and_the_cnn_learns(sma
     # the shards take turns at the queue: neither starves (a bare put gave one of them about none for 20 s
     # at a time); 0.4 failed once while a benchmark held both cores and the OS, not the queue, picked
     assert low >= 0.25 * high, frames.segments_by_shard
-    assert shared_segments() <= before  # the ring was unlinked
+    assert shm_segments() <= before  # the ring was unlinked
 
 
 def test_a_killed_shard_is_replaced_and_its_successor_writes_into_the_same_slots(small_frames_too):
-    before = shared_segments()
+    before = shm_segments()
 
     async def main():
         async with Trainer(Config(**PIXELS, seconds=0, final_eval_episodes=0)) as trainer:
             frames = trainer._run.shard_frames
             assert await until(lambda: frames.segments >= 10)
-            assert shared_segments() - before  # the ring exists while training
+            assert shm_segments() - before  # the ring exists while training
             first = shard_pids(trainer)[0]
             os.kill(first, signal.SIGKILL)
             assert await until(lambda: trainer.snapshot()["shard_restarts"] == 1)
@@ -140,7 +136,7 @@ def test_a_killed_shard_is_replaced_and_its_successor_writes_into_the_same_slots
     assert result.shard_restarts == 1 and result.updates > 0
     assert board.in_use <= 1  # what the killed shard never answered for was let go
     assert not any(process_alive(p) for p in pids)
-    assert shared_segments() <= before
+    assert shm_segments() <= before
 
 
 def test_a_board_slot_is_reused_once_every_shard_read_it_and_a_newer_version_replaced_it():
@@ -168,9 +164,9 @@ def test_a_board_slot_is_reused_once_every_shard_read_it_and_a_newer_version_rep
         finally:
             board.close()
 
-    before = shared_segments()
+    before = shm_segments()
     main()
-    assert shared_segments() <= before
+    assert shm_segments() <= before
 
 
 def test_a_shard_is_sent_no_new_weights_while_it_has_not_answered_for_two():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shm_segments
 
 from asynca3c.runtime import shm
 
@@ -27,10 +28,6 @@ import numpy as np
 from asynca3c.runtime import shm
 arg = pickle.loads(bytes.fromhex(sys.argv[1]))
 """
-
-
-def ours() -> set[str]:
-    return {p.name for p in SHM_DIR.iterdir() if p.name.startswith(shm.PREFIX)}
 
 
 def hexpickle(obj: object) -> str:
@@ -62,10 +59,10 @@ def gone_within(name: str, seconds: float = 5.0) -> bool:
 @pytest.fixture(autouse=True)
 def leaves_nothing():
     """Every test unmaps its attachments and leaves no segment of its own behind."""
-    before = ours()
+    before = shm_segments()
     yield
     shm.detach_all()
-    assert ours() <= before
+    assert shm_segments() <= before
 
 
 ARRAYS = {
@@ -152,10 +149,10 @@ def test_arrays_that_do_not_fit_a_slot_are_refused_by_the_packer():
 
 
 def test_slots_are_reused():
-    before = ours()
+    before = shm_segments()
     ring = shm.SlotRing(3, 1000)
     try:
-        assert ours() == before | {ring.name}
+        assert shm_segments() == before | {ring.name}
         pending: deque[shm.SlotRef] = deque()
         used = set()
         for i in range(10_000):
@@ -168,10 +165,10 @@ def test_slots_are_reused():
                 assert ring.view(done)[0] == i - 1
                 ring.release(done.slot)
         assert used == {0, 1, 2}
-        assert ours() == before | {ring.name}
+        assert shm_segments() == before | {ring.name}
     finally:
         ring.close()
-    assert ours() == before
+    assert shm_segments() == before
 
 
 def test_a_full_ring_puts_nothing_until_a_release():
@@ -212,7 +209,7 @@ def test_an_attacher_exiting_leaves_the_segment(how):
         assert done.returncode == {"exit": 0, "os._exit": 3, "SIGKILL": -signal.SIGKILL}[how], done.stderr
         assert "leaked" not in done.stderr and done.stderr == ""
         time.sleep(0.1)  # a tracker would unlink right after the exit
-        assert ring.name in ours()
+        assert ring.name in shm_segments()
         np.testing.assert_array_equal(ring.view(ref), data)
         assert child("assert shm.view(arg)[999] == 999", ref).returncode == 0  # still attachable
 
@@ -241,7 +238,7 @@ time.sleep(60)
     try:
         assert owner.stdout is not None
         name = owner.stdout.readline().strip()
-        assert name.startswith(shm.PREFIX) and name in ours()
+        assert name.startswith(shm.PREFIX) and name in shm_segments()
         owner.send_signal(signal.SIGKILL)
         owner.wait(10)
         assert gone_within(name), "the killed owner's resource tracker did not unlink its segment"
@@ -266,7 +263,7 @@ def test_a_crashed_learner_leaves_nothing_after_the_owners_close():
         learner.send_signal(signal.SIGKILL)
         _, err = learner.communicate(timeout=10)
         assert learner.returncode == -signal.SIGKILL and err == ""
-        assert ring.name in ours()
+        assert ring.name in shm_segments()
         np.testing.assert_array_equal(ring.view(ref), data)
     finally:
         ring.close()
@@ -280,7 +277,7 @@ def test_close_is_idempotent_and_views_outlive_it():
     mine, theirs = ring.view(ref), shm.view(ref)
     ring.close()
     ring.close()
-    assert ring.closed and ring.name not in ours()
+    assert ring.closed and ring.name not in shm_segments()
     assert mine[7] == 7.0 and theirs[7] == 7.0  # still mapped: the views hold the mappings
     shm.attach(ref.name).close()
     with pytest.raises(ValueError, match="closed"):
@@ -297,10 +294,10 @@ def test_ensure_ring_grows_and_retires_the_old_ring_after_its_last_release():
     big = shm.ensure_ring(small, 1000)
     try:
         assert big is not small and big.slots == 2 and big.slot_bytes >= 1000
-        assert small.name in ours()  # a handle is out: the reader may not have attached yet
+        assert small.name in shm_segments()  # a handle is out: the reader may not have attached yet
         np.testing.assert_array_equal(shm.view(ref), np.ones(8))
         small.release(ref.slot)
-        assert small.closed and small.name not in ours()
+        assert small.closed and small.name not in shm_segments()
         assert big.put(np.zeros(125)) is not None
     finally:
         big.close()
@@ -341,3 +338,10 @@ def test_a_worker_keeps_a_bounded_number_of_attachments():
     finally:
         for ring in rings:
             ring.close()
+
+
+def test_a_segment_names_the_process_that_made_it():
+    import os
+    with shm.SlotRing(1, 64) as ring:
+        assert shm.maker_pid(ring.name) == os.getpid() and len(ring.name) <= 31  # macOS's limit
+    assert shm.maker_pid("asynca3c_0123abcd") is None and shm.maker_pid("other_12_ab") is None

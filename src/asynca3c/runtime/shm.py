@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-#: every segment's name starts with this (``/dev/shm/asynca3c_*`` on Linux)
+#: every segment's name starts with this (``/dev/shm/asynca3c_*`` on Linux), then the maker's pid
 PREFIX = "asynca3c_"
 #: slot sizes are rounded up to this, so every slot starts aligned for any dtype (and on a cache line)
 ALIGN = 64
@@ -486,13 +486,20 @@ def _shm_open(name: str, flags: int) -> int:
     return fd
 
 
+def maker_pid(name: str) -> int | None:
+    """The pid of the process that made segment ``name`` (``asynca3c_<pid>_<hex>``): a leftover segment
+    names the process that leaked it. None for a name not of that form."""
+    pid = name.removeprefix(PREFIX).split("_")[0]
+    return int(pid) if name.startswith(PREFIX) and pid.isdigit() else None
+
+
 def _create(size: int) -> tuple[str, mmap.mmap]:
     """Creates, sizes and maps a new segment, registered with this process's resource tracker so that it is
     unlinked even if this process is SIGKILLed."""
     from multiprocessing import resource_tracker
 
     while True:
-        name = PREFIX + secrets.token_hex(8)  # 25 characters: within macOS's 31
+        name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(6)}"  # at most 29 characters: within macOS's 31
         try:
             fd = _shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR)
         except FileExistsError:
