@@ -142,12 +142,18 @@ def test_a_request_cancelled_while_its_ring_is_made_leaves_no_segment_and_the_le
     assert shm_segments() <= before
 
 
+async def copying(learner: learner_client.ProcessLearner, segment: Segment) -> asyncio.Task:
+    """A learn request under way, held in the copy of its frames into the one slot it has claimed."""
+    request = asyncio.create_task(learner.learn(segment))
+    assert await until(lambda: learner._frames is not None and learner._frames.in_use == 1, 10.0)
+    return request
+
+
 def test_a_request_cancelled_while_copying_its_frames_releases_its_slot_once_the_copy_ends(held_copy):
     async def main():
         learner = learner_client.ProcessLearner(spec())
         await learner.start()
-        request = asyncio.create_task(learner.learn(batch()))
-        assert await until(lambda: learner._frames is not None and learner._frames.in_use == 1, 10.0)
+        request = await copying(learner, batch())
         request.cancel()  # the copy goes on in its thread: the slot stays claimed until it ends
         with pytest.raises(asyncio.CancelledError):
             await request
@@ -168,8 +174,7 @@ def test_a_bigger_batch_grows_the_frames_ring_and_the_old_one_goes_when_its_last
     async def main():
         learner = learner_client.ProcessLearner(spec())
         await learner.start()
-        small = asyncio.create_task(learner.learn(batch(4)))
-        assert await until(lambda: learner._frames is not None and learner._frames.in_use == 1, 10.0)
+        small = await copying(learner, batch(4))
         old = learner._frames.name
         big = asyncio.create_task(learner.learn(batch(16)))  # 4x the frames: its slot needs a new ring
         assert await until(lambda: learner._frames.name != old, 10.0)
