@@ -344,8 +344,8 @@ def plot(args) -> int:
     runs = [json.loads(p.read_text()) for p in sorted(out.glob("*-seed*.json"))]
     peers: dict[str, list[list]] = {}  # each CNN's SB3 curves (one per seed run)
     for r in runs:
-        if _is_sb3(r) and _points(r):
-            peers.setdefault(_encoder(r), []).append(_points(r))
+        if _is_sb3(r) and (curve := _points(r)):
+            peers.setdefault(_encoder(r), []).append(curve)
     fig, ax = plt.subplots(figsize=(7, 4))
     lines = [f"Curves: mean return of the last {WINDOW} whole games ({args.env}); one line per run. Against SB3 "
              "A2C with the same CNN: the minute from which every later point is above its curve (interpolated, "

@@ -90,15 +90,20 @@ def _answered_for(maker: int | None) -> bool:
     if maker is None or not process_alive(maker):  # not named by its maker, or the maker is gone: a leak
         return True
     me, pid = os.getpid(), maker
-    while pid > 1:
+    while pid is not None and pid > 1:
         if pid == me:
             return True
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                pid = int(f.read().rsplit(")", 1)[1].split()[1])  # its parent
-        except (OSError, ValueError, IndexError):
-            return False
+        pid = parent_pid(pid)
     return False
+
+
+def parent_pid(pid: int) -> int | None:
+    """``pid``'s parent, from /proc (zombies included); None if it cannot be read (gone, or not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])  # after the command name, which may hold spaces
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def process_alive(pid: int) -> bool:

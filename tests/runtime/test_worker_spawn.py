@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from conftest import process_alive, until
+from conftest import parent_pid, process_alive, until
 
 from asynca3c.runtime.wire import close_worker, encode_frame, read_frame_async, spawn_worker
 
@@ -17,17 +17,8 @@ def open_fds() -> set[int]:
 
 def children() -> set[int]:
     """This process's children, zombies included (they have not been reaped)."""
-    me, kids = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == me:
-                kids.add(int(entry))
-    return kids
+    me = os.getpid()
+    return {int(entry) for entry in os.listdir("/proc") if entry.isdigit() and parent_pid(int(entry)) == me}
 
 
 def test_a_worker_closed_or_killed_leaves_no_process_or_descriptor(run_on, assert_nothing_left):
